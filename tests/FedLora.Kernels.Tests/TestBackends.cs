@@ -1,0 +1,43 @@
+using FedLora.Kernels.Cpu;
+using FedLora.Kernels.Reference;
+
+namespace FedLora.Kernels.Tests;
+
+/// <summary>
+/// The backends the conformance suite runs against. Every fast backend joins this list; each test
+/// is written once and compares the backend with <see cref="ReferenceBackend"/>.
+/// </summary>
+public static class TestBackends
+{
+    private static readonly Dictionary<string, Backend> Cache = [];
+
+    /// <summary>Names of the backends under test on this machine.</summary>
+    public static IReadOnlyList<string> Names { get; } = ["cpu"];
+
+    /// <summary>One shared instance per backend name (backends are thread-safe for separate buffers).</summary>
+    public static Backend Get(string name)
+    {
+        lock (Cache)
+        {
+            if (!Cache.TryGetValue(name, out var backend))
+            {
+                backend = name switch
+                {
+                    "cpu" => new CpuBackend(),
+                    "reference" => new ReferenceBackend(),
+                    _ => throw new ArgumentException($"unknown backend '{name}'", nameof(name)),
+                };
+                Cache[name] = backend;
+            }
+            return backend;
+        }
+    }
+
+    /// <summary>Theory data: one row per backend under test.</summary>
+    public static TheoryData<string> All()
+    {
+        var data = new TheoryData<string>();
+        foreach (var name in Names) data.Add(name);
+        return data;
+    }
+}
