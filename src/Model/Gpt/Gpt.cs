@@ -1,0 +1,435 @@
+using FedLora.Kernels;
+using FedLora.Lora;
+
+namespace FedLora.Model;
+
+/// <summary>
+/// A GPT-2-style decoder (token + learned position embeddings, L pre-LayerNorm blocks of causal
+/// multi-head attention with a fused qkv projection and a 4C tanh-GELU MLP, final LayerNorm, head
+/// tied to the token embedding) trained by hand-written forward and backward passes through a
+/// <see cref="Backend"/>, with optional LoRA adapters on its linear layers.
+/// </summary>
+/// <remarks>
+/// Memory follows llm.c: base weights in one buffer (<see cref="Parameters"/>), their gradients in
+/// another (only when <see cref="TrainBase"/>), adapters and their gradients in an
+/// <see cref="AdapterSet"/>, and activations in one buffer sized for (maxB, maxT) at construction.
+/// The backward pass keeps one gradient of the residual stream and reuses one set of per-block
+/// scratch gradients for every block.
+/// </remarks>
+public sealed class Gpt : IDisposable
+{
+    private const int Qkv = 0, AttentionProjection = 1, MlpUp = 2, MlpDown = 3;
+
+    private readonly Activations _acts;
+    private readonly GradientScratch _grads;
+    private readonly int[] _adapterOf;
+    private DeviceBuffer? _parameterGradients;
+    private DeviceBuffer? _loraHidden;
+    private int _loraHiddenWidth;
+    private int[] _tokens = [];
+    private int[] _targets = [];
+    private int _batch, _time, _counted;
+    private bool _haveTargets;
+
+    /// <summary>Allocates a zero-initialised model and activations for batches of up to (maxBatch, maxTime).</summary>
+    public Gpt(Backend backend, GptConfig config, int maxBatch, int maxTime)
+    {
+        ArgumentNullException.ThrowIfNull(backend);
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        if (maxBatch <= 0) throw new ArgumentOutOfRangeException(nameof(maxBatch), maxBatch, "the batch size must be > 0");
+        if (maxTime <= 0 || maxTime > config.ContextLength)
+        {
+            throw new ArgumentOutOfRangeException(nameof(maxTime), maxTime, $"the sequence length must be in [1, {config.ContextLength}] (the context length)");
+        }
+        Backend = backend;
+        Config = config;
+        Layout = new GptParameters(config);
+        MaxBatch = maxBatch;
+        MaxTime = maxTime;
+        Parameters = backend.Allocate(Layout.Length);
+        _acts = new Activations(backend, config, maxBatch * maxTime, maxBatch);
+        _grads = new GradientScratch(backend, config, maxBatch * maxTime);
+        _adapterOf = new int[config.Layers * 4];
+        Array.Fill(_adapterOf, -1);
+    }
+
+    /// <summary>The backend every op runs on.</summary>
+    public Backend Backend { get; }
+
+    /// <summary>The model's shape.</summary>
+    public GptConfig Config { get; }
+
+    /// <summary>Names and offsets of the base tensors in <see cref="Parameters"/>.</summary>
+    public GptParameters Layout { get; }
+
+    /// <summary>The largest batch a forward pass takes.</summary>
+    public int MaxBatch { get; }
+
+    /// <summary>The longest sequence a forward pass takes.</summary>
+    public int MaxTime { get; }
+
+    /// <summary>All base weights, in <see cref="Layout"/>'s order.</summary>
+    public DeviceBuffer Parameters { get; }
+
+    /// <summary>The adapters in use, or null.</summary>
+    public AdapterSet? Adapters { get; private set; }
+
+    /// <summary>Whether the backward pass computes base-weight gradients (pretraining, full fine-tuning).</summary>
+    public bool TrainBase { get; set; }
+
+    /// <summary>Gradients of the base weights (allocated on first use).</summary>
+    public DeviceBuffer ParameterGradients => _parameterGradients ??= Backend.Allocate(Layout.Length);
+
+    /// <summary>The (B,T,V) logits of the last forward pass (only the first B*T*V floats are current).</summary>
+    public BufferView Logits => _acts.Logits.Slice(0, _batch * _time * Config.VocabSize);
+
+    /// <summary>Bytes this model holds on its backend (weights, gradients, activations, adapters).</summary>
+    public long AllocatedBytes =>
+        4L * (Parameters.Length + (_parameterGradients?.Length ?? 0) + _acts.Buffer.Length + _grads.Buffer.Length + (_loraHidden?.Length ?? 0));
+
+    /// <summary>Fills the base weights with GPT-2's initialisation.</summary>
+    public void InitializeParameters(Random random) => Backend.Upload(Layout.Initialize(random), Parameters);
+
+    /// <summary>
+    /// Attaches <paramref name="adapters"/> (or detaches with null). Every module must be one of the
+    /// model's adaptable linear layers with the same shape.
+    /// </summary>
+    public void Attach(AdapterSet? adapters)
+    {
+        Array.Fill(_adapterOf, -1);
+        Adapters = null;
+        if (adapters is null) return;
+        if (!ReferenceEquals(adapters.Backend, Backend)) throw new ArgumentException("the adapters live on another backend than the model", nameof(adapters));
+        var positions = new Dictionary<string, (int Slot, LoraModuleSpec Spec)>();
+        var all = Layout.LoraModules(LoraTargets.All);
+        for (var i = 0; i < all.Count; i++) positions[all[i].Name] = (i, all[i]);
+        for (var m = 0; m < adapters.Modules.Count; m++)
+        {
+            var module = adapters.Modules[m];
+            if (!positions.TryGetValue(module.Name, out var position))
+            {
+                throw new ArgumentException($"adapter module '{module.Name}' is not a linear layer of this GPT", nameof(adapters));
+            }
+            if (position.Spec != module)
+            {
+                throw new ArgumentException(
+                    $"adapter module '{module.Name}' is {module.OutFeatures}x{module.InFeatures} but the layer is {position.Spec.OutFeatures}x{position.Spec.InFeatures}",
+                    nameof(adapters));
+            }
+            _adapterOf[position.Slot] = m;
+        }
+        Adapters = adapters;
+    }
+
+    /// <summary>
+    /// Runs the model on tokens (B,T) and, when <paramref name="targets"/> is given, the loss: the mean
+    /// of -log p(target) over positions whose target is not -1. Returns that mean (NaN when no
+    /// targets, or none counted).
+    /// </summary>
+    public float Forward(int batch, int time, ReadOnlySpan<int> tokens, ReadOnlySpan<int> targets = default)
+    {
+        if (batch <= 0 || batch > MaxBatch) throw new ArgumentOutOfRangeException(nameof(batch), batch, $"the batch must be in [1, {MaxBatch}]");
+        if (time <= 0 || time > MaxTime) throw new ArgumentOutOfRangeException(nameof(time), time, $"the sequence length must be in [1, {MaxTime}]");
+        var n = batch * time;
+        if (tokens.Length != n) throw new ArgumentException($"tokens must hold B*T = {n} ids, got {tokens.Length}", nameof(tokens));
+        if (!targets.IsEmpty && targets.Length != n) throw new ArgumentException($"targets must hold B*T = {n} ids, got {targets.Length}", nameof(targets));
+        EnsureLoraHidden();
+        _batch = batch;
+        _time = time;
+        if (_tokens.Length != n)
+        {
+            _tokens = new int[n];
+            _targets = new int[n];
+        }
+        tokens.CopyTo(_tokens);
+        _haveTargets = !targets.IsEmpty;
+        if (_haveTargets) targets.CopyTo(_targets);
+
+        var (b, t, c, v, nh) = (batch, time, Config.Channels, Config.VocabSize, Config.Heads);
+        var backend = Backend;
+        backend.EmbeddingForward(b, t, c, v, _tokens, P("transformer.wte.weight"), P("transformer.wpe.weight"), _acts.Encoded(n));
+        var residual = _acts.Encoded(n);
+        for (var l = 0; l < Config.Layers; l++)
+        {
+            var h = $"transformer.h.{l}.";
+            var layer = _acts.Layer(l, n, b, t);
+            backend.LayerNormForward(n, c, residual, P(h + "ln_1.weight"), P(h + "ln_1.bias"), layer.Ln1, layer.Ln1Mean, layer.Ln1Rstd);
+            Linear(l, Qkv, n, layer.Ln1, P(h + "attn.c_attn.weight"), P(h + "attn.c_attn.bias"), layer.Qkv);
+            backend.AttentionForward(b, t, c, nh, layer.Qkv, layer.Attention, layer.AttentionOutput);
+            Linear(l, AttentionProjection, n, layer.AttentionOutput, P(h + "attn.c_proj.weight"), P(h + "attn.c_proj.bias"), layer.AttentionProjection);
+            backend.ResidualForward(residual, layer.AttentionProjection, layer.Residual2);
+            backend.LayerNormForward(n, c, layer.Residual2, P(h + "ln_2.weight"), P(h + "ln_2.bias"), layer.Ln2, layer.Ln2Mean, layer.Ln2Rstd);
+            Linear(l, MlpUp, n, layer.Ln2, P(h + "mlp.c_fc.weight"), P(h + "mlp.c_fc.bias"), layer.MlpHidden);
+            backend.GeluForward(layer.MlpHidden, layer.MlpGelu);
+            Linear(l, MlpDown, n, layer.MlpGelu, P(h + "mlp.c_proj.weight"), P(h + "mlp.c_proj.bias"), layer.MlpProjection);
+            backend.ResidualForward(layer.Residual2, layer.MlpProjection, layer.Residual3);
+            residual = layer.Residual3;
+        }
+        backend.LayerNormForward(n, c, residual, P("transformer.ln_f.weight"), P("transformer.ln_f.bias"), _acts.LnF(n), _acts.LnFMean(n), _acts.LnFRstd(n));
+        backend.MatmulForward(n, c, v, _acts.LnF(n), P("transformer.wte.weight"), null, Logits);
+        if (!_haveTargets)
+        {
+            _counted = 0;
+            return float.NaN;
+        }
+        backend.CrossEntropyForward(n, v, Logits, _targets, _acts.Probabilities(n), _acts.Losses(n));
+        _counted = 0;
+        foreach (var target in _targets.AsSpan(0, n)) if (target >= 0) _counted++;
+        if (_counted == 0) return float.NaN;
+        var losses = _acts.LossesHost(n);
+        backend.Download(_acts.Losses(n), losses);
+        double sum = 0;
+        foreach (var loss in losses) sum += loss;
+        return (float)(sum / _counted);
+    }
+
+    /// <summary>Zeroes the gradients of everything being trained (adapters, and base weights when <see cref="TrainBase"/>).</summary>
+    public void ZeroGradients()
+    {
+        if (TrainBase) Backend.Fill(ParameterGradients, 0f);
+        if (Adapters is { } adapters) Backend.Fill(adapters.Gradients, 0f);
+    }
+
+    /// <summary>
+    /// Accumulates d(mean loss)/d(parameters) of the last forward pass into the adapters' gradients
+    /// and, when <see cref="TrainBase"/>, the base weights' gradients. Call <see cref="ZeroGradients"/> first.
+    /// </summary>
+    public void Backward()
+    {
+        if (!_haveTargets) throw new InvalidOperationException("Backward needs a forward pass with targets first");
+        if (_counted == 0) return;
+        var (b, t, c, v, nh) = (_batch, _time, Config.Channels, Config.VocabSize, Config.Heads);
+        var n = b * t;
+        var backend = Backend;
+        var g = _grads;
+
+        backend.Fill(g.Logits(n, v), 0f);
+        backend.CrossEntropyBackward(n, v, _acts.Probabilities(n), _targets, 1f / _counted, g.Logits(n, v));
+        backend.Fill(g.Normed(n), 0f);
+        backend.MatmulBackward(n, c, v, g.Logits(n, v), _acts.LnF(n), P("transformer.wte.weight"), g.Normed(n), G("transformer.wte.weight"), null);
+        var residual = g.Residual(n);
+        backend.Fill(residual, 0f);
+        var lastResidual = Config.Layers == 0 ? _acts.Encoded(n) : _acts.Layer(Config.Layers - 1, n, b, t).Residual3;
+        backend.LayerNormBackward(n, c, g.Normed(n), lastResidual, P("transformer.ln_f.weight"), _acts.LnFMean(n), _acts.LnFRstd(n),
+            residual, G("transformer.ln_f.weight"), G("transformer.ln_f.bias"));
+
+        for (var l = Config.Layers - 1; l >= 0; l--)
+        {
+            // residual holds d(loss)/d(residual3) of block l; it becomes d/d(residual2), then d/d(block input).
+            var h = $"transformer.h.{l}.";
+            var layer = _acts.Layer(l, n, b, t);
+            var blockInput = l == 0 ? _acts.Encoded(n) : _acts.Layer(l - 1, n, b, t).Residual3;
+
+            backend.Fill(g.MlpGelu(n), 0f);
+            LinearBackward(l, MlpDown, n, residual, layer.MlpGelu, h + "mlp.c_proj", g.MlpGelu(n));
+            backend.Fill(g.MlpHidden(n), 0f);
+            backend.GeluBackward(layer.MlpHidden, g.MlpGelu(n), g.MlpHidden(n));
+            backend.Fill(g.Normed(n), 0f);
+            LinearBackward(l, MlpUp, n, g.MlpHidden(n), layer.Ln2, h + "mlp.c_fc", g.Normed(n));
+            backend.LayerNormBackward(n, c, g.Normed(n), layer.Residual2, P(h + "ln_2.weight"), layer.Ln2Mean, layer.Ln2Rstd,
+                residual, G(h + "ln_2.weight"), G(h + "ln_2.bias"));
+
+            backend.Fill(g.AttentionOutput(n), 0f);
+            LinearBackward(l, AttentionProjection, n, residual, layer.AttentionOutput, h + "attn.c_proj", g.AttentionOutput(n));
+            backend.Fill(g.Qkv(n), 0f);
+            backend.AttentionBackward(b, t, c, nh, layer.Qkv, layer.Attention, g.AttentionOutput(n), g.Qkv(n));
+            backend.Fill(g.Normed(n), 0f);
+            LinearBackward(l, Qkv, n, g.Qkv(n), layer.Ln1, h + "attn.c_attn", g.Normed(n));
+            backend.LayerNormBackward(n, c, g.Normed(n), blockInput, P(h + "ln_1.weight"), layer.Ln1Mean, layer.Ln1Rstd,
+                residual, G(h + "ln_1.weight"), G(h + "ln_1.bias"));
+        }
+        if (TrainBase)
+        {
+            backend.EmbeddingBackward(b, t, c, v, _tokens, residual, G("transformer.wte.weight"), G("transformer.wpe.weight"));
+        }
+    }
+
+    private void Linear(int layer, int slot, int n, BufferView input, BufferView weight, BufferView bias, BufferView output)
+    {
+        var module = _adapterOf[layer * 4 + slot];
+        var (c, o) = LinearShape(slot);
+        if (module < 0)
+        {
+            Backend.MatmulForward(n, c, o, input, weight, bias, output);
+            return;
+        }
+        var adapters = Adapters!;
+        var indices = adapters.ActiveIndices(module);
+        adapters.Adapters[module].Forward(Backend, n, input, weight, bias, indices, adapters.ActiveScale(module),
+            LoraHidden(layer, slot, n, indices?.Length ?? adapters.Rank), output);
+    }
+
+    private void LinearBackward(int layer, int slot, int n, BufferView outputGrad, BufferView input, string name, BufferView inputGrad)
+    {
+        var module = _adapterOf[layer * 4 + slot];
+        var (c, o) = LinearShape(slot);
+        var weight = P(name + ".weight");
+        BufferView? weightGrad = G(name + ".weight");
+        BufferView? biasGrad = G(name + ".bias");
+        if (module < 0)
+        {
+            Backend.MatmulBackward(n, c, o, outputGrad, input, weight, inputGrad, weightGrad, biasGrad);
+            return;
+        }
+        var adapters = Adapters!;
+        var indices = adapters.ActiveIndices(module);
+        adapters.Adapters[module].Backward(Backend, n, outputGrad, input, weight, indices, adapters.ActiveScale(module),
+            LoraHidden(layer, slot, n, indices?.Length ?? adapters.Rank), inputGrad, weightGrad, biasGrad,
+            adapters.GradientOfA(module), adapters.GradientOfB(module));
+    }
+
+    private (int C, int O) LinearShape(int slot)
+    {
+        var c = Config.Channels;
+        return slot switch
+        {
+            Qkv => (c, 3 * c),
+            AttentionProjection => (c, c),
+            MlpUp => (c, 4 * c),
+            _ => (4 * c, c),
+        };
+    }
+
+    private BufferView P(string name) => Layout.View(Parameters, name);
+
+    private BufferView? G(string name) => TrainBase ? Layout.View(ParameterGradients, name) : null;
+
+    private BufferView LoraHidden(int layer, int slot, int n, int k) =>
+        _loraHidden!.View((layer * 4 + slot) * MaxBatch * MaxTime * _loraHiddenWidth, n * k);
+
+    private void EnsureLoraHidden()
+    {
+        var width = Adapters?.MaxActiveRank ?? 0;
+        if (width <= _loraHiddenWidth) return;
+        _loraHidden?.Dispose();
+        _loraHidden = Backend.Allocate(checked(Config.Layers * 4 * MaxBatch * MaxTime * width));
+        _loraHiddenWidth = width;
+    }
+
+    /// <summary>Releases every buffer the model owns (not the attached adapters).</summary>
+    public void Dispose()
+    {
+        Parameters.Dispose();
+        _parameterGradients?.Dispose();
+        _loraHidden?.Dispose();
+        _acts.Buffer.Dispose();
+        _grads.Buffer.Dispose();
+    }
+
+    /// <summary>Views of one block's activations for the current (B,T).</summary>
+    private readonly record struct LayerActivations(
+        BufferView Ln1, BufferView Ln1Mean, BufferView Ln1Rstd, BufferView Qkv, BufferView Attention, BufferView AttentionOutput,
+        BufferView AttentionProjection, BufferView Residual2, BufferView Ln2, BufferView Ln2Mean, BufferView Ln2Rstd,
+        BufferView MlpHidden, BufferView MlpGelu, BufferView MlpProjection, BufferView Residual3);
+
+    /// <summary>
+    /// Every activation the backward pass needs, in one buffer. Each tensor has a fixed slot sized for
+    /// (maxB, maxT); a pass with a smaller (B,T) uses the front of each slot.
+    /// </summary>
+    private sealed class Activations
+    {
+        private readonly int _rows, _c, _v, _nh, _maxT, _layerStride, _attentionSlot;
+        private readonly int _encoded, _layers, _lnF, _lnFMean, _lnFRstd, _logits, _probabilities, _losses;
+        private float[] _lossesHost = [];
+
+        public Activations(Backend backend, GptConfig config, int rows, int maxBatch)
+        {
+            _rows = rows;
+            _c = config.Channels;
+            _v = config.VocabSize;
+            _nh = config.Heads;
+            _maxT = rows / maxBatch;
+            _attentionSlot = checked(maxBatch * _nh * _maxT * _maxT);
+            // Per block: ln1, attention output, attention projection, residual2, ln2, mlp projection,
+            // residual3 (C each), qkv (3C), mlp hidden and gelu (4C each), four (N) statistics, attention.
+            _layerStride = checked(rows * (7 * _c + 3 * _c + 8 * _c + 4) + _attentionSlot);
+            var offset = 0;
+            int Take(int length)
+            {
+                var start = offset;
+                offset = checked(offset + length);
+                return start;
+            }
+            _encoded = Take(rows * _c);
+            _layers = Take(checked(config.Layers * _layerStride));
+            _lnF = Take(rows * _c);
+            _lnFMean = Take(rows);
+            _lnFRstd = Take(rows);
+            _logits = Take(checked(rows * _v));
+            _probabilities = Take(checked(rows * _v));
+            _losses = Take(rows);
+            Buffer = backend.Allocate(offset);
+        }
+
+        public DeviceBuffer Buffer { get; }
+
+        public BufferView Encoded(int n) => Buffer.View(_encoded, n * _c);
+        public BufferView LnF(int n) => Buffer.View(_lnF, n * _c);
+        public BufferView LnFMean(int n) => Buffer.View(_lnFMean, n);
+        public BufferView LnFRstd(int n) => Buffer.View(_lnFRstd, n);
+        public BufferView Logits => Buffer.View(_logits, _rows * _v);
+        public BufferView Probabilities(int n) => Buffer.View(_probabilities, n * _v);
+        public BufferView Losses(int n) => Buffer.View(_losses, n);
+
+        public Span<float> LossesHost(int n)
+        {
+            if (_lossesHost.Length < n) _lossesHost = new float[_rows];
+            return _lossesHost.AsSpan(0, n);
+        }
+
+        public LayerActivations Layer(int layer, int n, int b, int t)
+        {
+            var offset = _layers + layer * _layerStride;
+            BufferView Next(int slot, int used)
+            {
+                var view = Buffer.View(offset, used);
+                offset += slot;
+                return view;
+            }
+            var (rows, c) = (_rows, _c);
+            return new LayerActivations(
+                Ln1: Next(rows * c, n * c), Ln1Mean: Next(rows, n), Ln1Rstd: Next(rows, n), Qkv: Next(rows * 3 * c, n * 3 * c),
+                Attention: Next(_attentionSlot, b * _nh * t * t), AttentionOutput: Next(rows * c, n * c),
+                AttentionProjection: Next(rows * c, n * c), Residual2: Next(rows * c, n * c), Ln2: Next(rows * c, n * c),
+                Ln2Mean: Next(rows, n), Ln2Rstd: Next(rows, n), MlpHidden: Next(rows * 4 * c, n * 4 * c),
+                MlpGelu: Next(rows * 4 * c, n * 4 * c), MlpProjection: Next(rows * c, n * c), Residual3: Next(rows * c, n * c));
+        }
+    }
+
+    /// <summary>Gradient buffers of the backward pass: the residual stream's and one block's scratch, reused by every block.</summary>
+    private sealed class GradientScratch
+    {
+        private readonly int _c, _residual, _normed, _attentionOutput, _qkv, _mlpHidden, _mlpGelu, _logits;
+
+        public GradientScratch(Backend backend, GptConfig config, int rows)
+        {
+            _c = config.Channels;
+            var offset = 0;
+            int Take(int length)
+            {
+                var start = offset;
+                offset = checked(offset + length);
+                return start;
+            }
+            _residual = Take(rows * _c);
+            _normed = Take(rows * _c);
+            _attentionOutput = Take(rows * _c);
+            _qkv = Take(rows * 3 * _c);
+            _mlpHidden = Take(rows * 4 * _c);
+            _mlpGelu = Take(rows * 4 * _c);
+            _logits = Take(checked(rows * config.VocabSize));
+            Buffer = backend.Allocate(offset);
+        }
+
+        public DeviceBuffer Buffer { get; }
+
+        public BufferView Residual(int n) => Buffer.View(_residual, n * _c);
+        public BufferView Normed(int n) => Buffer.View(_normed, n * _c);
+        public BufferView AttentionOutput(int n) => Buffer.View(_attentionOutput, n * _c);
+        public BufferView Qkv(int n) => Buffer.View(_qkv, n * 3 * _c);
+        public BufferView MlpHidden(int n) => Buffer.View(_mlpHidden, n * 4 * _c);
+        public BufferView MlpGelu(int n) => Buffer.View(_mlpGelu, n * 4 * _c);
+        public BufferView Logits(int n, int v) => Buffer.View(_logits, n * v);
+    }
+}

@@ -1,0 +1,107 @@
+using FedLora.Kernels;
+using FedLora.Kernels.Cpu;
+using FedLora.Lora;
+using FedLora.Model.Training;
+
+namespace FedLora.Model.Tests;
+
+/// <summary>The invariants peft's LoRA tests state, on the GPT.</summary>
+public sealed class LoraInvariantTests : IDisposable
+{
+    private static readonly GptConfig Config = new(VocabSize: 257, ContextLength: 16, Layers: 2, Channels: 32, Heads: 4);
+    private readonly CpuBackend _backend = new();
+    private readonly Gpt _model;
+    private readonly AdapterSet _adapters;
+    private readonly int[] _tokens;
+    private readonly int[] _targets;
+
+    public LoraInvariantTests()
+    {
+        _model = new Gpt(_backend, Config, maxBatch: 2, maxTime: 16);
+        _model.InitializeParameters(new Random(7));
+        _adapters = new AdapterSet(_backend, _model.Layout.LoraModules(LoraTargets.All), rank: 4, alpha: 8, LoraScaling.Standard);
+        _adapters.Initialize(new Random(8));
+        (_tokens, _targets) = GptGradientTests.RandomBatch(new Random(9), 32, 257, withIgnored: true);
+    }
+
+    public void Dispose()
+    {
+        _adapters.Dispose();
+        _model.Dispose();
+        _backend.Dispose();
+    }
+
+    private float[] Logits()
+    {
+        _model.Forward(2, 16, _tokens, _targets);
+        return _backend.ToArray(_model.Logits);
+    }
+
+    private static void AssertClose(float[] expected, float[] actual, float tolerance, string label)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        for (var i = 0; i < expected.Length; i++)
+        {
+            Assert.True(Math.Abs(expected[i] - actual[i]) <= tolerance * (1 + Math.Abs(expected[i])),
+                $"{label}: [{i}] expected {expected[i]}, got {actual[i]}");
+        }
+    }
+
+    [Fact]
+    public void FreshAdapter_BIsZero_GivesBaseOutput()
+    {
+        var baseLogits = Logits();
+        _model.Attach(_adapters);
+        Assert.Equal(baseLogits, Logits());
+    }
+
+    [Fact]
+    public void MergedAdapter_EqualsUnmerged()
+    {
+        GptGradientTests.Randomize(_backend, _adapters.Parameters, new Random(10), 0.2f);
+        _model.Attach(_adapters);
+        var unmerged = Logits();
+        _model.Attach(null);
+        for (var m = 0; m < _adapters.Modules.Count; m++)
+        {
+            _adapters.Adapters[m].Merge(_backend, _model.Layout.View(_model.Parameters, _adapters.Modules[m].Name + ".weight"));
+        }
+        AssertClose(unmerged, Logits(), 1e-4f, "merged vs unmerged logits");
+    }
+
+    [Fact]
+    public void MergeThenUnmerge_RestoresWeights()
+    {
+        GptGradientTests.Randomize(_backend, _adapters.Parameters, new Random(11), 0.2f);
+        var before = _backend.ToArray(_model.Parameters);
+        for (var m = 0; m < _adapters.Modules.Count; m++)
+        {
+            var weight = _model.Layout.View(_model.Parameters, _adapters.Modules[m].Name + ".weight");
+            _adapters.Adapters[m].Merge(_backend, weight);
+            _adapters.Adapters[m].Unmerge(_backend, weight);
+        }
+        AssertClose(before, _backend.ToArray(_model.Parameters), 1e-6f, "weights after merge + unmerge");
+    }
+
+    [Fact]
+    public void LoraTraining_ChangesOnlyAdapterParameters()
+    {
+        _model.Attach(_adapters);
+        var baseBefore = _backend.ToArray(_model.Parameters);
+        var adaptersBefore = _backend.ToArray(_adapters.Parameters);
+        using var optimizer = new AdamWOptimizer(_backend, _adapters.Parameters.Length, new AdamWSettings(WeightDecay: 0.01f));
+        var first = float.NaN;
+        var last = float.NaN;
+        for (var step = 0; step < 5; step++)
+        {
+            _model.ZeroGradients();
+            last = _model.Forward(2, 16, _tokens, _targets);
+            if (step == 0) first = last;
+            _model.Backward();
+            optimizer.Step(_adapters.Parameters, _adapters.Gradients, 1e-2f);
+        }
+        Assert.Equal(baseBefore, _backend.ToArray(_model.Parameters));
+        Assert.NotEqual(adaptersBefore, _backend.ToArray(_adapters.Parameters));
+        Assert.True(last < first, $"the loss did not fall over 5 LoRA steps on one batch: {first} -> {last}");
+    }
+}
