@@ -20,6 +20,8 @@ public sealed class Gpt : IDisposable
 {
     private const int Qkv = 0, AttentionProjection = 1, MlpUp = 2, MlpDown = 3;
 
+    private readonly Weights _weights;
+    private Weights? _weightGrads;
     private readonly Activations _acts;
     private readonly GradientScratch _grads;
     private readonly int[] _adapterOf;
@@ -48,6 +50,7 @@ public sealed class Gpt : IDisposable
         MaxBatch = maxBatch;
         MaxTime = maxTime;
         Parameters = backend.Allocate(Layout.Length);
+        _weights = new Weights(Layout, Parameters);
         _acts = new Activations(backend, config, maxBatch * maxTime, maxBatch);
         _grads = new GradientScratch(backend, config, maxBatch * maxTime);
         _adapterOf = new int[config.Layers * 4];
@@ -80,6 +83,8 @@ public sealed class Gpt : IDisposable
 
     /// <summary>Gradients of the base weights (allocated on first use).</summary>
     public DeviceBuffer ParameterGradients => _parameterGradients ??= Backend.Allocate(Layout.Length);
+
+    private Weights? WeightGrads => TrainBase ? _weightGrads ??= new Weights(Layout, ParameterGradients) : null;
 
     /// <summary>The (B,T,V) logits of the last forward pass (only the first B*T*V floats are current).</summary>
     public BufferView Logits => _acts.Logits.Slice(0, _batch * _time * Config.VocabSize);
@@ -148,26 +153,27 @@ public sealed class Gpt : IDisposable
 
         var (b, t, c, v, nh) = (batch, time, Config.Channels, Config.VocabSize, Config.Heads);
         var backend = Backend;
-        backend.EmbeddingForward(b, t, c, v, _tokens, P("transformer.wte.weight"), P("transformer.wpe.weight"), _acts.Encoded(n));
+        var w = _weights;
+        backend.EmbeddingForward(b, t, c, v, _tokens, w.TokenTable, w.PositionTable, _acts.Encoded(n));
         var residual = _acts.Encoded(n);
         for (var l = 0; l < Config.Layers; l++)
         {
-            var h = $"transformer.h.{l}.";
+            var lw = w.Layers[l];
             var layer = _acts.Layer(l, n, b, t);
-            backend.LayerNormForward(n, c, residual, P(h + "ln_1.weight"), P(h + "ln_1.bias"), layer.Ln1, layer.Ln1Mean, layer.Ln1Rstd);
-            Linear(l, Qkv, n, layer.Ln1, P(h + "attn.c_attn.weight"), P(h + "attn.c_attn.bias"), layer.Qkv);
+            backend.LayerNormForward(n, c, residual, lw.Ln1Weight, lw.Ln1Bias, layer.Ln1, layer.Ln1Mean, layer.Ln1Rstd);
+            Linear(l, Qkv, n, layer.Ln1, layer.Qkv);
             backend.AttentionForward(b, t, c, nh, layer.Qkv, layer.Attention, layer.AttentionOutput);
-            Linear(l, AttentionProjection, n, layer.AttentionOutput, P(h + "attn.c_proj.weight"), P(h + "attn.c_proj.bias"), layer.AttentionProjection);
+            Linear(l, AttentionProjection, n, layer.AttentionOutput, layer.AttentionProjection);
             backend.ResidualForward(residual, layer.AttentionProjection, layer.Residual2);
-            backend.LayerNormForward(n, c, layer.Residual2, P(h + "ln_2.weight"), P(h + "ln_2.bias"), layer.Ln2, layer.Ln2Mean, layer.Ln2Rstd);
-            Linear(l, MlpUp, n, layer.Ln2, P(h + "mlp.c_fc.weight"), P(h + "mlp.c_fc.bias"), layer.MlpHidden);
+            backend.LayerNormForward(n, c, layer.Residual2, lw.Ln2Weight, lw.Ln2Bias, layer.Ln2, layer.Ln2Mean, layer.Ln2Rstd);
+            Linear(l, MlpUp, n, layer.Ln2, layer.MlpHidden);
             backend.GeluForward(layer.MlpHidden, layer.MlpGelu);
-            Linear(l, MlpDown, n, layer.MlpGelu, P(h + "mlp.c_proj.weight"), P(h + "mlp.c_proj.bias"), layer.MlpProjection);
+            Linear(l, MlpDown, n, layer.MlpGelu, layer.MlpProjection);
             backend.ResidualForward(layer.Residual2, layer.MlpProjection, layer.Residual3);
             residual = layer.Residual3;
         }
-        backend.LayerNormForward(n, c, residual, P("transformer.ln_f.weight"), P("transformer.ln_f.bias"), _acts.LnF(n), _acts.LnFMean(n), _acts.LnFRstd(n));
-        backend.MatmulForward(n, c, v, _acts.LnF(n), P("transformer.wte.weight"), null, Logits);
+        backend.LayerNormForward(n, c, residual, w.LnFWeight, w.LnFBias, _acts.LnF(n), _acts.LnFMean(n), _acts.LnFRstd(n));
+        backend.MatmulForward(n, c, v, _acts.LnF(n), w.TokenTable, null, Logits);
         if (!_haveTargets)
         {
             _counted = 0;
@@ -203,52 +209,56 @@ public sealed class Gpt : IDisposable
         var n = b * t;
         var backend = Backend;
         var g = _grads;
+        var w = _weights;
+        var dw = WeightGrads;
 
         backend.Fill(g.Logits(n, v), 0f);
         backend.CrossEntropyBackward(n, v, _acts.Probabilities(n), _targets, 1f / _counted, g.Logits(n, v));
         backend.Fill(g.Normed(n), 0f);
-        backend.MatmulBackward(n, c, v, g.Logits(n, v), _acts.LnF(n), P("transformer.wte.weight"), g.Normed(n), G("transformer.wte.weight"), null);
+        backend.MatmulBackward(n, c, v, g.Logits(n, v), _acts.LnF(n), w.TokenTable, g.Normed(n), dw?.TokenTable, null);
         var residual = g.Residual(n);
         backend.Fill(residual, 0f);
-        var lastResidual = Config.Layers == 0 ? _acts.Encoded(n) : _acts.Layer(Config.Layers - 1, n, b, t).Residual3;
-        backend.LayerNormBackward(n, c, g.Normed(n), lastResidual, P("transformer.ln_f.weight"), _acts.LnFMean(n), _acts.LnFRstd(n),
-            residual, G("transformer.ln_f.weight"), G("transformer.ln_f.bias"));
+        var lastResidual = _acts.Layer(Config.Layers - 1, n, b, t).Residual3;
+        backend.LayerNormBackward(n, c, g.Normed(n), lastResidual, w.LnFWeight, _acts.LnFMean(n), _acts.LnFRstd(n),
+            residual, dw?.LnFWeight, dw?.LnFBias);
 
         for (var l = Config.Layers - 1; l >= 0; l--)
         {
             // residual holds d(loss)/d(residual3) of block l; it becomes d/d(residual2), then d/d(block input).
-            var h = $"transformer.h.{l}.";
+            var lw = w.Layers[l];
+            var ldw = dw?.Layers[l];
             var layer = _acts.Layer(l, n, b, t);
             var blockInput = l == 0 ? _acts.Encoded(n) : _acts.Layer(l - 1, n, b, t).Residual3;
 
             backend.Fill(g.MlpGelu(n), 0f);
-            LinearBackward(l, MlpDown, n, residual, layer.MlpGelu, h + "mlp.c_proj", g.MlpGelu(n));
+            LinearBackward(l, MlpDown, n, residual, layer.MlpGelu, g.MlpGelu(n));
             backend.Fill(g.MlpHidden(n), 0f);
             backend.GeluBackward(layer.MlpHidden, g.MlpGelu(n), g.MlpHidden(n));
             backend.Fill(g.Normed(n), 0f);
-            LinearBackward(l, MlpUp, n, g.MlpHidden(n), layer.Ln2, h + "mlp.c_fc", g.Normed(n));
-            backend.LayerNormBackward(n, c, g.Normed(n), layer.Residual2, P(h + "ln_2.weight"), layer.Ln2Mean, layer.Ln2Rstd,
-                residual, G(h + "ln_2.weight"), G(h + "ln_2.bias"));
+            LinearBackward(l, MlpUp, n, g.MlpHidden(n), layer.Ln2, g.Normed(n));
+            backend.LayerNormBackward(n, c, g.Normed(n), layer.Residual2, lw.Ln2Weight, layer.Ln2Mean, layer.Ln2Rstd,
+                residual, ldw?.Ln2Weight, ldw?.Ln2Bias);
 
             backend.Fill(g.AttentionOutput(n), 0f);
-            LinearBackward(l, AttentionProjection, n, residual, layer.AttentionOutput, h + "attn.c_proj", g.AttentionOutput(n));
+            LinearBackward(l, AttentionProjection, n, residual, layer.AttentionOutput, g.AttentionOutput(n));
             backend.Fill(g.Qkv(n), 0f);
             backend.AttentionBackward(b, t, c, nh, layer.Qkv, layer.Attention, g.AttentionOutput(n), g.Qkv(n));
             backend.Fill(g.Normed(n), 0f);
-            LinearBackward(l, Qkv, n, g.Qkv(n), layer.Ln1, h + "attn.c_attn", g.Normed(n));
-            backend.LayerNormBackward(n, c, g.Normed(n), blockInput, P(h + "ln_1.weight"), layer.Ln1Mean, layer.Ln1Rstd,
-                residual, G(h + "ln_1.weight"), G(h + "ln_1.bias"));
+            LinearBackward(l, Qkv, n, g.Qkv(n), layer.Ln1, g.Normed(n));
+            backend.LayerNormBackward(n, c, g.Normed(n), blockInput, lw.Ln1Weight, layer.Ln1Mean, layer.Ln1Rstd,
+                residual, ldw?.Ln1Weight, ldw?.Ln1Bias);
         }
-        if (TrainBase)
+        if (dw is not null)
         {
-            backend.EmbeddingBackward(b, t, c, v, _tokens, residual, G("transformer.wte.weight"), G("transformer.wpe.weight"));
+            backend.EmbeddingBackward(b, t, c, v, _tokens, residual, dw.TokenTable, dw.PositionTable);
         }
     }
 
-    private void Linear(int layer, int slot, int n, BufferView input, BufferView weight, BufferView bias, BufferView output)
+    private void Linear(int layer, int slot, int n, BufferView input, BufferView output)
     {
         var module = _adapterOf[layer * 4 + slot];
         var (c, o) = LinearShape(slot);
+        var (weight, bias) = _weights.Layers[layer].Linear(slot);
         if (module < 0)
         {
             Backend.MatmulForward(n, c, o, input, weight, bias, output);
@@ -260,22 +270,21 @@ public sealed class Gpt : IDisposable
             LoraHidden(layer, slot, n, indices?.Length ?? adapters.Rank), output);
     }
 
-    private void LinearBackward(int layer, int slot, int n, BufferView outputGrad, BufferView input, string name, BufferView inputGrad)
+    private void LinearBackward(int layer, int slot, int n, BufferView outputGrad, BufferView input, BufferView inputGrad)
     {
         var module = _adapterOf[layer * 4 + slot];
         var (c, o) = LinearShape(slot);
-        var weight = P(name + ".weight");
-        BufferView? weightGrad = G(name + ".weight");
-        BufferView? biasGrad = G(name + ".bias");
+        var weight = _weights.Layers[layer].Linear(slot).Weight;
+        var grads = WeightGrads?.Layers[layer].Linear(slot);
         if (module < 0)
         {
-            Backend.MatmulBackward(n, c, o, outputGrad, input, weight, inputGrad, weightGrad, biasGrad);
+            Backend.MatmulBackward(n, c, o, outputGrad, input, weight, inputGrad, grads?.Weight, grads?.Bias);
             return;
         }
         var adapters = Adapters!;
         var indices = adapters.ActiveIndices(module);
         adapters.Adapters[module].Backward(Backend, n, outputGrad, input, weight, indices, adapters.ActiveScale(module),
-            LoraHidden(layer, slot, n, indices?.Length ?? adapters.Rank), inputGrad, weightGrad, biasGrad,
+            LoraHidden(layer, slot, n, indices?.Length ?? adapters.Rank), inputGrad, grads?.Weight, grads?.Bias,
             adapters.GradientOfA(module), adapters.GradientOfB(module));
     }
 
@@ -290,10 +299,6 @@ public sealed class Gpt : IDisposable
             _ => (4 * c, c),
         };
     }
-
-    private BufferView P(string name) => Layout.View(Parameters, name);
-
-    private BufferView? G(string name) => TrainBase ? Layout.View(ParameterGradients, name) : null;
 
     private BufferView LoraHidden(int layer, int slot, int n, int k) =>
         _loraHidden!.View((layer * 4 + slot) * MaxBatch * MaxTime * _loraHiddenWidth, n * k);
@@ -315,6 +320,48 @@ public sealed class Gpt : IDisposable
         _loraHidden?.Dispose();
         _acts.Buffer.Dispose();
         _grads.Buffer.Dispose();
+    }
+
+    /// <summary>Views of one block's weights (or of their gradients).</summary>
+    private sealed record LayerWeights(
+        BufferView Ln1Weight, BufferView Ln1Bias, BufferView QkvWeight, BufferView QkvBias, BufferView AttentionProjectionWeight,
+        BufferView AttentionProjectionBias, BufferView Ln2Weight, BufferView Ln2Bias, BufferView MlpUpWeight, BufferView MlpUpBias,
+        BufferView MlpDownWeight, BufferView MlpDownBias)
+    {
+        public (BufferView Weight, BufferView Bias) Linear(int slot) => slot switch
+        {
+            Qkv => (QkvWeight, QkvBias),
+            AttentionProjection => (AttentionProjectionWeight, AttentionProjectionBias),
+            MlpUp => (MlpUpWeight, MlpUpBias),
+            _ => (MlpDownWeight, MlpDownBias),
+        };
+    }
+
+    /// <summary>Views of every base tensor in a buffer of <see cref="GptParameters"/>' layout, resolved once.</summary>
+    private sealed class Weights
+    {
+        public Weights(GptParameters layout, DeviceBuffer buffer)
+        {
+            BufferView V(string name) => layout.View(buffer, name);
+            TokenTable = V("transformer.wte.weight");
+            PositionTable = V("transformer.wpe.weight");
+            LnFWeight = V("transformer.ln_f.weight");
+            LnFBias = V("transformer.ln_f.bias");
+            Layers = new LayerWeights[layout.Config.Layers];
+            for (var l = 0; l < Layers.Length; l++)
+            {
+                var h = $"transformer.h.{l}.";
+                Layers[l] = new LayerWeights(V(h + "ln_1.weight"), V(h + "ln_1.bias"), V(h + "attn.c_attn.weight"), V(h + "attn.c_attn.bias"),
+                    V(h + "attn.c_proj.weight"), V(h + "attn.c_proj.bias"), V(h + "ln_2.weight"), V(h + "ln_2.bias"),
+                    V(h + "mlp.c_fc.weight"), V(h + "mlp.c_fc.bias"), V(h + "mlp.c_proj.weight"), V(h + "mlp.c_proj.bias"));
+            }
+        }
+
+        public BufferView TokenTable { get; }
+        public BufferView PositionTable { get; }
+        public BufferView LnFWeight { get; }
+        public BufferView LnFBias { get; }
+        public LayerWeights[] Layers { get; }
     }
 
     /// <summary>Views of one block's activations for the current (B,T).</summary>
