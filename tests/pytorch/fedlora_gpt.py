@@ -164,8 +164,8 @@ def init_gpt2(model, std=0.02):
             nn.init.kaiming_uniform_(p, a=math.sqrt(5))
         elif name.endswith("lora_B.weight"):
             nn.init.zeros_(p)
-        elif ".ln_" in name:
-            nn.init.ones_(p) if name.endswith("weight") else nn.init.zeros_(p)
+        elif ".ln_" in name and name.endswith("weight"):
+            nn.init.ones_(p)
         elif name.endswith("bias"):
             nn.init.zeros_(p)
         else:

@@ -1,3 +1,5 @@
+using FedLora.Model.Tokenization;
+
 namespace FedLora.Model.Data;
 
 /// <summary>
@@ -53,7 +55,7 @@ public sealed class TokenBatch
     /// <summary>Fills row <paramref name="row"/> with padding: end-of-text tokens, no counted targets.</summary>
     internal void PadRow(int row)
     {
-        Tokens.AsSpan(row * Context, Context).Fill(Tokenization.ByteTokenizer.EndOfText);
+        Tokens.AsSpan(row * Context, Context).Fill(ByteTokenizer.EndOfText);
         Targets.AsSpan(row * Context, Context).Fill(-1);
     }
 }
