@@ -3,9 +3,9 @@ namespace FedLora.Model.Tests;
 /// <summary>Paths of committed files (data/, tests/fixtures/), found from the test binary upward.</summary>
 internal static class RepoPaths
 {
-    private static readonly Lazy<string> _root = new(FindRoot);
+    private static readonly Lazy<string> LazyRoot = new(FindRoot);
 
-    public static string Root => _root.Value;
+    public static string Root => LazyRoot.Value;
 
     public static string Data(params string[] parts) => Path.Combine([Root, "data", .. parts]);
 

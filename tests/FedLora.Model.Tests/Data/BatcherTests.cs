@@ -5,7 +5,7 @@ namespace FedLora.Model.Tests.Data;
 
 public class BatcherTests
 {
-    private const int _eot = ByteTokenizer.EndOfText;
+    private const int Eot = ByteTokenizer.EndOfText;
 
     private static int[] Row(int[] values, int row, int t) => values.AsSpan(row * t, t).ToArray();
 
@@ -18,7 +18,7 @@ public class BatcherTests
     {
         var batch = InstructionBatcher.InOrder([Example(4, 3)], 1, 10).Single();
         // tokens 0..6, prompt 0..3: inputs 0..6 then padding; targets -1 until position 3 predicts token 4.
-        Assert.Equal([0, 1, 2, 3, 4, 5, 6, _eot, _eot, _eot], batch.Tokens);
+        Assert.Equal([0, 1, 2, 3, 4, 5, 6, Eot, Eot, Eot], batch.Tokens);
         Assert.Equal([-1, -1, -1, 4, 5, 6, -1, -1, -1, -1], batch.Targets);
         Assert.Equal(3, batch.CountTargets());
     }
@@ -109,7 +109,7 @@ public class BatcherTests
         var batches = InstructionBatcher.InOrder(examples, 2, 4).ToList();
         Assert.Equal(3, batches.Count);
         Assert.Equal([40, 41, 42, 43], Row(batches[2].Tokens, 0, 4));
-        Assert.Equal([_eot, _eot, _eot, _eot], Row(batches[2].Tokens, 1, 4));
+        Assert.Equal([Eot, Eot, Eot, Eot], Row(batches[2].Tokens, 1, 4));
         Assert.Equal([-1, -1, -1, -1], Row(batches[2].Targets, 1, 4));
     }
 
@@ -157,7 +157,7 @@ public class BatcherTests
         Assert.Equal(2, batches.Count);
         Assert.Equal([0, 1, 2, 3, 4, 5, 6, 7], batches[0].Tokens);
         Assert.Equal([1, 2, 3, 4, 5, 6, 7, 8], batches[0].Targets);
-        Assert.Equal([8, 9, 10, 11, _eot, _eot, _eot, _eot], batches[1].Tokens);
+        Assert.Equal([8, 9, 10, 11, Eot, Eot, Eot, Eot], batches[1].Tokens);
         Assert.Equal([9, 10, 11, 12, -1, -1, -1, -1], batches[1].Targets);
     }
 

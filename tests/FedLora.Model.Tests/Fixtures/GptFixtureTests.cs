@@ -1,5 +1,5 @@
 using System.Globalization;
-using FedLora.Model.Safetensors;
+using FedLora.Lora.Safetensors;
 
 namespace FedLora.Model.Tests.Fixtures;
 
@@ -9,11 +9,11 @@ namespace FedLora.Model.Tests.Fixtures;
 /// </summary>
 public class GptFixtureTests
 {
-    private static readonly SafetensorsFile _fixture = SafetensorsFile.Load(RepoPaths.Fixture("gpt_lora_tiny.safetensors"));
+    private static readonly SafetensorsFile Fixture = SafetensorsFile.Load(RepoPaths.Fixture("gpt_lora_tiny.safetensors"));
 
-    private static int Config(string key) => int.Parse(_fixture.Metadata[key], CultureInfo.InvariantCulture);
+    private static int Config(string key) => int.Parse(Fixture.Metadata[key], CultureInfo.InvariantCulture);
 
-    private static readonly string[] _loraTargets = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"];
+    private static readonly string[] LoraTargets = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"];
 
     /// <summary>Base parameter names and shapes, (out,in) for weights.</summary>
     private static List<(string Name, int[] Shape)> BaseTensors()
@@ -43,7 +43,7 @@ public class GptFixtureTests
         var tensors = new List<(string, int[])>();
         for (var i = 0; i < Config("n_layer"); i++)
         {
-            foreach (var target in _loraTargets)
+            foreach (var target in LoraTargets)
             {
                 var (outputs, inputs) = target switch
                 {
@@ -62,13 +62,13 @@ public class GptFixtureTests
     [Fact]
     public void Fixture_Metadata_DescribesFormatAndConfig()
     {
-        Assert.Equal("fedlora-gpt-fixture", _fixture.Metadata["format"]);
-        Assert.Equal("1", _fixture.Metadata["version"]);
-        Assert.Equal("out_in", _fixture.Metadata["layout"]);
+        Assert.Equal("fedlora-gpt-fixture", Fixture.Metadata["format"]);
+        Assert.Equal("1", Fixture.Metadata["version"]);
+        Assert.Equal("out_in", Fixture.Metadata["layout"]);
         Assert.Equal(257, Config("vocab_size"));
-        Assert.Equal(string.Join(',', _loraTargets), _fixture.Metadata["lora_targets"]);
+        Assert.Equal(string.Join(',', LoraTargets), Fixture.Metadata["lora_targets"]);
         Assert.Equal(0, Config("n_embd") % Config("n_head"));
-        Assert.True(new FileInfo(_fixture.Source).Length < 300 * 1024, "the fixture must stay small");
+        Assert.True(new FileInfo(Fixture.Source).Length < 300 * 1024, "the fixture must stay small");
     }
 
     [Fact]
@@ -88,17 +88,17 @@ public class GptFixtureTests
 
         foreach (var (name, shape, dtype) in expected)
         {
-            Assert.Equal(dtype, _fixture.RequireShape(name, shape).DType);
+            Assert.Equal(dtype, Fixture.RequireShape(name, shape).DType);
         }
-        Assert.Equal(expected.Select(e => e.Name).Order(StringComparer.Ordinal), _fixture.Tensors.Select(t => t.Name).Order(StringComparer.Ordinal));
+        Assert.Equal(expected.Select(e => e.Name).Order(StringComparer.Ordinal), Fixture.Tensors.Select(t => t.Name).Order(StringComparer.Ordinal));
     }
 
     [Fact]
     public void Fixture_Batch_HoldsValidTokensAndIgnoredTargets()
     {
         var v = Config("vocab_size");
-        var tokens = _fixture.ReadInt32s("batch.tokens");
-        var targets = _fixture.ReadInt32s("batch.targets");
+        var tokens = Fixture.ReadInt32s("batch.tokens");
+        var targets = Fixture.ReadInt32s("batch.targets");
         Assert.All(tokens, token => Assert.InRange(token, 0, v - 1));
         Assert.All(targets, target => Assert.InRange(target, -1, v - 1));
         Assert.Contains(-1, targets);
@@ -109,8 +109,8 @@ public class GptFixtureTests
     public void Fixture_Loss_IsMeanCrossEntropyOfLogitsOverCountedTargets()
     {
         var v = Config("vocab_size");
-        var logits = _fixture.ReadFloats("out.logits");
-        var targets = _fixture.ReadInt32s("batch.targets");
+        var logits = Fixture.ReadFloats("out.logits");
+        var targets = Fixture.ReadInt32s("batch.targets");
         double sum = 0;
         var counted = 0;
         for (var i = 0; i < targets.Length; i++)
@@ -124,10 +124,10 @@ public class GptFixtureTests
             sum += Math.Log(partition) + max - row[targets[i]];
             counted++;
         }
-        var loss = _fixture.ReadFloats("out.loss")[0];
+        var loss = Fixture.ReadFloats("out.loss")[0];
         Assert.Equal(sum / counted, loss, 1e-5);
 
-        var losses = _fixture.ReadFloats("train.losses");
+        var losses = Fixture.ReadFloats("train.losses");
         Assert.Equal(loss, losses[0]);
         for (var step = 1; step < losses.Length; step++) Assert.True(losses[step] < losses[step - 1], $"LoRA step {step} did not lower the loss");
     }
@@ -137,7 +137,7 @@ public class GptFixtureTests
     {
         foreach (var (name, _) in BaseTensors().Concat(LoraTensors()))
         {
-            Assert.Contains(_fixture.ReadFloats("grad." + name), g => g != 0f);
+            Assert.Contains(Fixture.ReadFloats("grad." + name), g => g != 0f);
         }
     }
 
@@ -146,7 +146,7 @@ public class GptFixtureTests
     {
         foreach (var (name, _) in LoraTensors())
         {
-            Assert.NotEqual(_fixture.ReadFloats(name), _fixture.ReadFloats("train." + name));
+            Assert.NotEqual(Fixture.ReadFloats(name), Fixture.ReadFloats("train." + name));
         }
     }
 }

@@ -1,13 +1,13 @@
 using System.Buffers.Binary;
 using System.Text;
-using FedLora.Model.Safetensors;
+using FedLora.Lora.Safetensors;
 
 namespace FedLora.Model.Tests.Safetensors;
 
 /// <summary>Every malformed file is refused with a message naming the source, the tensor and the problem.</summary>
 public class SafetensorsCorruptionTests
 {
-    private const string _source = "corrupt.safetensors";
+    private const string Source = "corrupt.safetensors";
 
     /// <summary>8-byte little-endian length, the header text, then <paramref name="dataBytes"/> zero bytes.</summary>
     private static byte[] Build(string header, int dataBytes, ulong? declaredLength = null)
@@ -21,8 +21,8 @@ public class SafetensorsCorruptionTests
 
     private static SafetensorsFormatException Refuse(byte[] bytes, SafetensorsReadOptions? options = null)
     {
-        var e = Assert.Throws<SafetensorsFormatException>(() => SafetensorsFile.Parse(bytes, _source, options));
-        Assert.StartsWith(_source + ": ", e.Message, StringComparison.Ordinal);
+        var e = Assert.Throws<SafetensorsFormatException>(() => SafetensorsFile.Parse(bytes, Source, options));
+        Assert.StartsWith(Source + ": ", e.Message, StringComparison.Ordinal);
         return e;
     }
 
@@ -39,7 +39,7 @@ public class SafetensorsCorruptionTests
     {
         var bytes = Build("""{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"I32","shape":[1],"data_offsets":[8,12]}}""", 12);
         BinaryPrimitives.WriteSingleLittleEndian(bytes.AsSpan(bytes.Length - 12), 1.5f);
-        var file = SafetensorsFile.Parse(bytes, _source);
+        var file = SafetensorsFile.Parse(bytes, Source);
         Assert.Equal([1.5f, 0f], file.ReadFloats("a"));
         Assert.Equal([0], file.ReadInt32s("b"));
         Assert.Empty(file.Metadata);
@@ -208,21 +208,21 @@ public class SafetensorsCorruptionTests
     {
         var bytes = Build("""{"t":{"dtype":"I64","shape":[2],"data_offsets":[0,16]}}""", 16);
         BinaryPrimitives.WriteInt64LittleEndian(bytes.AsSpan(bytes.Length - 8), 1L << 40);
-        var file = SafetensorsFile.Parse(bytes, _source);
+        var file = SafetensorsFile.Parse(bytes, Source);
         var e = Assert.Throws<SafetensorsFormatException>(() => file.ReadInt32s("t"));
-        Assert.Equal($"{_source}: tensor 't': element 1 = 1099511627776 does not fit in a 32-bit integer", e.Message);
+        Assert.Equal($"{Source}: tensor 't': element 1 = 1099511627776 does not fit in a 32-bit integer", e.Message);
     }
 
     [Fact]
     public void Read_WrongKindOrMissingTensor_Refused()
     {
         var bytes = Build("""{"t":{"dtype":"I32","shape":[1],"data_offsets":[0,4]},"f":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}""", 8);
-        var file = SafetensorsFile.Parse(bytes, _source);
+        var file = SafetensorsFile.Parse(bytes, Source);
         Assert.Contains("has dtype I32, expected a float dtype", Assert.Throws<SafetensorsFormatException>(() => file.ReadFloats("t")).Message,
             StringComparison.Ordinal);
         Assert.Contains("has dtype F32, expected an integer dtype", Assert.Throws<SafetensorsFormatException>(() => file.ReadInt32s("f")).Message,
             StringComparison.Ordinal);
-        Assert.Equal($"{_source}: tensor 'nope': is not in the file", Assert.Throws<SafetensorsFormatException>(() => file.GetInfo("nope")).Message);
+        Assert.Equal($"{Source}: tensor 'nope': is not in the file", Assert.Throws<SafetensorsFormatException>(() => file.GetInfo("nope")).Message);
         Assert.False(file.Contains("nope"));
     }
 }

@@ -1,4 +1,4 @@
-using FedLora.Model.Safetensors;
+using FedLora.Lora.Safetensors;
 
 namespace FedLora.Model.Tests.Safetensors;
 

@@ -1,4 +1,4 @@
-namespace FedLora.Model.Safetensors;
+namespace FedLora.Lora.Safetensors;
 
 /// <summary>One tensor's header entry: name, element type, shape and byte range in the data section.</summary>
 public sealed class SafetensorsTensorInfo

@@ -3,7 +3,7 @@ using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 
-namespace FedLora.Model.Safetensors;
+namespace FedLora.Lora.Safetensors;
 
 /// <summary>
 /// Builds a safetensors file: add tensors (their values are copied at once) and metadata, then

@@ -1,4 +1,4 @@
-namespace FedLora.Model.Safetensors;
+namespace FedLora.Lora.Safetensors;
 
 /// <summary>
 /// The safetensors element types FedLora reads; the names are the spec's dtype strings. Floating
@@ -28,7 +28,7 @@ public enum SafetensorsDType
 internal static class SafetensorsDTypes
 {
     /// <summary>dtypes of the safetensors spec that FedLora recognises but does not read.</summary>
-    private static readonly string[] _unsupported = ["BOOL", "U8", "I8", "U16", "I16", "U32", "U64", "F8_E5M2", "F8_E4M3"];
+    private static readonly string[] Unsupported = ["BOOL", "U8", "I8", "U16", "I16", "U32", "U64", "F8_E5M2", "F8_E4M3"];
 
     public static int Size(this SafetensorsDType dtype) => dtype switch
     {
@@ -55,7 +55,7 @@ internal static class SafetensorsDTypes
             case "I32": dtype = SafetensorsDType.I32; return true;
             case "I64": dtype = SafetensorsDType.I64; return true;
         }
-        problem = Array.IndexOf(_unsupported, text) >= 0
+        problem = Array.IndexOf(Unsupported, text) >= 0
             ? $"dtype '{text}' is not supported (FedLora reads F32, F16, BF16, F64, I32, I64)"
             : $"unknown dtype '{text}'";
         return false;

@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Unicode;
 
-namespace FedLora.Model.Safetensors;
+namespace FedLora.Lora.Safetensors;
 
 /// <summary>
 /// A parsed, validated safetensors file held in memory: an 8-byte little-endian header length N, an

@@ -1,4 +1,4 @@
-namespace FedLora.Model.Safetensors;
+namespace FedLora.Lora.Safetensors;
 
 /// <summary>
 /// A safetensors file or payload is malformed, or does not hold what the caller asked for. The

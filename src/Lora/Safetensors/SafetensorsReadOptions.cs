@@ -1,4 +1,4 @@
-namespace FedLora.Model.Safetensors;
+namespace FedLora.Lora.Safetensors;
 
 /// <summary>Limits a safetensors reader enforces before it trusts a file.</summary>
 public sealed record SafetensorsReadOptions
