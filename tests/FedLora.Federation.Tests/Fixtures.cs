@@ -96,3 +96,48 @@ internal static class Fixtures
     public static void AssertClose(IReadOnlyList<double> expected, IReadOnlyList<float> actual, double tolerance, string label) =>
         AssertClose(expected, actual.Select(x => (double)x).ToArray(), tolerance, label);
 }
+
+/// <summary>Every strategy by name, with clients each can take, for tests that hold for all of them.</summary>
+internal static class AllStrategies
+{
+    public static readonly LoraModuleSpec[] Modules = [new("wide", InFeatures: 6, OutFeatures: 4), new("tall", InFeatures: 4, OutFeatures: 7)];
+
+    public static TheoryData<string> Names => ["fslora", "flora", "fedit", "zero-padding", "hetlora", "flexlora", "ffa-lora"];
+
+    public static IFederatedStrategy Create(string name, int rank = 3)
+    {
+        var settings = new LoraSettings(rank, Alpha: 2 * rank);
+        return name switch
+        {
+            "fslora" => new FsLoraStrategy(Modules, settings),
+            "flora" => new FLoraStrategy(Modules, settings),
+            "fedit" => new FedItStrategy(Modules, settings),
+            "zero-padding" => new ZeroPaddingStrategy(Modules, settings),
+            "hetlora" => new HetLoraStrategy(Modules, settings),
+            "flexlora" => new FlexLoraStrategy(Modules, settings),
+            "ffa-lora" => new FfaLoraStrategy(Modules, settings),
+            _ => throw new ArgumentOutOfRangeException(nameof(name), name, "unknown strategy"),
+        };
+    }
+
+    /// <summary>Three clients with different n_k: homogeneous ranks for FedIT and FFA-LoRA, heterogeneous otherwise.</summary>
+    public static SampledClient[] Clients(IFederatedStrategy strategy)
+    {
+        var r = strategy.Settings.Rank;
+        int[] ranks = strategy is FedItStrategy or FfaLoraStrategy ? [r, r, r] : [1, r, 2];
+        return ranks.Select((rank, id) => Fixtures.Client(id, 3 + 2 * id, rank)).ToArray();
+    }
+
+    /// <summary>Runs <paramref name="rounds"/> rounds with random client updates, all from one seed.</summary>
+    public static GlobalState Run(IFederatedStrategy strategy, int rounds, int seed)
+    {
+        var random = new Random(seed);
+        var state = strategy.Initialize(random);
+        for (var round = 0; round < rounds; round++)
+        {
+            var plan = strategy.ConfigureRound(round, state, Clients(strategy), random);
+            state = strategy.Aggregate(plan, state, plan.Assignments.Select(assignment => Fixtures.Random(assignment, random)).ToArray()).State;
+        }
+        return state;
+    }
+}
