@@ -101,7 +101,8 @@ public sealed record HetLoraRegularizer(double Lambda = 1e-3, double Gamma = 0.9
         return (Math.Sqrt(sumA), Math.Sqrt(sumB));
     }
 
-    private void Validate()
+    /// <summary>Throws unless lambda >= 0 is finite and gamma is in (0, 1].</summary>
+    internal void Validate()
     {
         if (!(Lambda >= 0) || double.IsInfinity(Lambda)) throw new ArgumentOutOfRangeException(nameof(Lambda), Lambda, "HetLoRA's lambda must be finite and >= 0");
         if (!(Gamma > 0 && Gamma <= 1)) throw new ArgumentOutOfRangeException(nameof(Gamma), Gamma, "HetLoRA's gamma must be in (0, 1]");

@@ -27,7 +27,7 @@ public sealed class HetLoraStrategy : IFederatedStrategy
         _modules = RoundRules.CheckSetup(modules, settings);
         Settings = settings;
         Regularizer = regularizer ?? new HetLoraRegularizer();
-        Regularizer.PrunedRank(settings.Rank);
+        Regularizer.Validate();
     }
 
     /// <inheritdoc/>
