@@ -1,0 +1,72 @@
+using FedLora.Lora;
+
+namespace FedLora.Federation;
+
+/// <summary>
+/// FFA-LoRA (Sun et al., 2024): A frozen at its random init, only B trained and averaged.
+/// <code>
+/// state      per module A (r,C), fixed forever; B (O,r); scale s
+/// configure  every client gets A and B at rank r and trains B only
+/// upload     B_k (O,r)
+/// aggregate  B = sum_k p_k B_k;  A unchanged
+///            exact: s (sum_k p_k B_k) A = sum_k p_k s B_k A, since every client shares A
+/// </code>
+/// Heterogeneous budgets: as FedIT, one rank r on every client (a budget below r is an error). A
+/// travels down every round (clients keep no state between rounds).
+/// </summary>
+public sealed class FfaLoraStrategy : IFederatedStrategy
+{
+    private readonly LoraModuleSpec[] _modules;
+
+    /// <summary>FFA-LoRA over <paramref name="modules"/> at rank <c>settings.Rank</c>.</summary>
+    public FfaLoraStrategy(IReadOnlyList<LoraModuleSpec> modules, LoraSettings settings)
+    {
+        _modules = RoundRules.CheckSetup(modules, settings);
+        Settings = settings;
+    }
+
+    /// <inheritdoc/>
+    public string Name => "ffa-lora";
+
+    /// <inheritdoc/>
+    public IReadOnlyList<LoraModuleSpec> Modules => _modules;
+
+    /// <inheritdoc/>
+    public LoraSettings Settings { get; }
+
+    /// <summary>A fresh rank-r adapter per module; its A is never changed again.</summary>
+    public GlobalState Initialize(Random random)
+    {
+        ArgumentNullException.ThrowIfNull(random);
+        return new GlobalState(0, HostAdapter.Fresh(_modules, Settings.Rank, random), Settings.Alpha, Settings.Scaling);
+    }
+
+    /// <inheritdoc/>
+    public RoundPlan ConfigureRound(int round, GlobalState state, IReadOnlyList<SampledClient> clients, Random random)
+    {
+        RoundRules.CheckConfigure(this, round, state, clients, random);
+        var assignments = new ClientAssignment[clients.Count];
+        for (var k = 0; k < clients.Count; k++)
+        {
+            RoundRules.RequireRank(clients[k], Settings.Rank, "FFA-LoRA");
+            assignments[k] = new ClientAssignment(round, clients[k], Settings.Rank, Settings.Rank, Settings.Alpha, Settings.Scaling,
+                Settings.Scale, state.Adapters, TrainableFactors.BOnly);
+        }
+        return new RoundPlan(round, assignments);
+    }
+
+    /// <inheritdoc/>
+    public AggregationResult Aggregate(RoundPlan plan, GlobalState state, IReadOnlyList<ClientUpdate> updates)
+    {
+        var pairs = RoundRules.Pair(this, plan, state, updates);
+        var p = RoundRules.DataWeights(pairs);
+        var adapters = new HostAdapter[_modules.Length];
+        for (var module = 0; module < _modules.Length; module++)
+        {
+            var sum = new AdapterAccumulator(_modules[module], Settings.Rank);
+            for (var k = 0; k < pairs.Length; k++) sum.AddPadded(null, pairs[k].Update.Modules[module].B, Settings.Rank, p[k]);
+            adapters[module] = new HostAdapter(_modules[module], Settings.Rank, state.Adapters[module].A, sum.ToAdapter().B);
+        }
+        return new AggregationResult(new GlobalState(state.Round + 1, adapters, state.Alpha, state.Scaling));
+    }
+}
