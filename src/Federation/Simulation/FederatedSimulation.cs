@@ -1,0 +1,276 @@
+using System.Diagnostics;
+using FedLora.Kernels;
+using FedLora.Lora;
+using FedLora.Model;
+using FedLora.Model.Data;
+using FedLora.Model.Training;
+
+namespace FedLora.Federation;
+
+/// <summary>A client of a federation: its id, its number of examples n_k, its budget and its private data.</summary>
+/// <param name="Id">0-based client id.</param>
+/// <param name="ExampleCount">n_k, the weight of its update (p_k = n_k / sum of n over the round's clients).</param>
+/// <param name="Budget">Its LoRA rank or sketch ratio.</param>
+/// <param name="Batches">A seeded stream of its training batches, from a seed.</param>
+public sealed record FederatedClient(int Id, int ExampleCount, ClientBudget Budget, Func<int, ITokenBatchSource> Batches);
+
+/// <summary>Held-out batches the global model is evaluated on each round (e.g. "all", or one Dolly category).</summary>
+/// <param name="Name">Reported name.</param>
+/// <param name="Batches">The batches, evaluated in order.</param>
+public sealed record EvaluationSet(string Name, IReadOnlyList<TokenBatch> Batches);
+
+/// <summary>The shape of a federated run.</summary>
+/// <param name="Rounds">Rounds to run.</param>
+/// <param name="ClientsPerRound">M, the clients sampled each round (without replacement).</param>
+/// <param name="Local">Each sampled client's local training (a fresh AdamW every round).</param>
+/// <param name="Seed">Seeds the global initialisation, the sampling, the strategies' draws and the clients' batches.</param>
+public sealed record SimulationOptions(int Rounds, int ClientsPerRound, TrainingOptions Local, int Seed)
+{
+    /// <summary>Throws with a message naming the bad option.</summary>
+    public void Validate(int clientCount)
+    {
+        if (Rounds < 1) throw new ArgumentException($"Rounds is {Rounds}: a run needs at least one round");
+        if (ClientsPerRound < 1 || ClientsPerRound > clientCount)
+        {
+            throw new ArgumentException($"ClientsPerRound is {ClientsPerRound}: it must be in [1, {clientCount}] (the number of clients)");
+        }
+        ArgumentNullException.ThrowIfNull(Local);
+        Local.Validate();
+    }
+}
+
+/// <summary>One client's local training in a round.</summary>
+/// <param name="Round">The round.</param>
+/// <param name="ClientId">The client.</param>
+/// <param name="Rank">The rank it trained (m_k for an FSLoRA sketch).</param>
+/// <param name="MeanLoss">Its mean training loss over the local steps.</param>
+/// <param name="DownloadBytes">Bytes it received this round.</param>
+/// <param name="UploadBytes">Bytes it sent.</param>
+public sealed record ClientRoundResult(int Round, int ClientId, int Rank, float MeanLoss, long DownloadBytes, long UploadBytes);
+
+/// <summary>What one round did, and the global model's held-out losses after it.</summary>
+/// <param name="Round">0-based round.</param>
+/// <param name="Clients">The sampled clients' results, in plan order.</param>
+/// <param name="Evaluation">Mean loss per target token of the global model on each evaluation set, by name.</param>
+/// <param name="DownloadBytes">All clients' downloads this round (including broadcasts to unsampled clients).</param>
+/// <param name="UploadBytes">All uploads this round.</param>
+/// <param name="Seconds">Wall time of the round, training and evaluation.</param>
+public sealed record RoundResult(int Round, IReadOnlyList<ClientRoundResult> Clients, IReadOnlyDictionary<string, double> Evaluation,
+    long DownloadBytes, long UploadBytes, double Seconds);
+
+/// <summary>
+/// Runs a federated job in one process: every round samples M clients, lets the strategy configure
+/// them, trains each on its own data with the local trainer, collects the updates, aggregates, applies
+/// any merged update to the base weights, and evaluates the global model. The networked server drives
+/// the same strategy through the same steps.
+/// </summary>
+/// <remarks>
+/// One <see cref="Gpt"/> serves every client in turn: clients share the base weights (every FLoRA
+/// client applies the same merged update), and each trains its own <see cref="AdapterSet"/>.
+/// </remarks>
+public sealed class FederatedSimulation
+{
+    private readonly IFederatedStrategy _strategy;
+    private readonly Gpt _model;
+    private readonly IReadOnlyList<FederatedClient> _clients;
+    private readonly IReadOnlyList<EvaluationSet> _evaluation;
+    private readonly SimulationOptions _options;
+
+    /// <summary>Prepares a run; nothing is computed until <see cref="Run"/>.</summary>
+    public FederatedSimulation(IFederatedStrategy strategy, Gpt model, IReadOnlyList<FederatedClient> clients,
+        IReadOnlyList<EvaluationSet> evaluation, SimulationOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(strategy);
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(clients);
+        ArgumentNullException.ThrowIfNull(evaluation);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate(clients.Count);
+        for (var i = 0; i < clients.Count; i++)
+        {
+            if (clients[i].Id != i) throw new ArgumentException($"client ids must be 0..{clients.Count - 1} in order; position {i} holds id {clients[i].Id}", nameof(clients));
+        }
+        _strategy = strategy;
+        _model = model;
+        _clients = clients;
+        _evaluation = evaluation;
+        _options = options;
+    }
+
+    /// <summary>Bytes sent and received, per client per round.</summary>
+    public CommunicationLedger Ledger { get; } = new();
+
+    /// <summary>The global state after the last completed round.</summary>
+    public GlobalState? State { get; private set; }
+
+    /// <summary>Runs every round; <paramref name="onClientStep"/> and <paramref name="onRound"/> report progress.</summary>
+    public IReadOnlyList<RoundResult> Run(Action<int, int, StepReport>? onClientStep = null, Action<RoundResult>? onRound = null,
+        CancellationToken cancellation = default)
+    {
+        var random = new Random(_options.Seed);
+        var state = _strategy.Initialize(random);
+        var results = new List<RoundResult>();
+        for (var round = 0; round < _options.Rounds; round++)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            var watch = Stopwatch.StartNew();
+            var sampled = Sample(random);
+            var plan = _strategy.ConfigureRound(round, state, sampled, random);
+            var updates = new List<ClientUpdate>();
+            var clientResults = new List<ClientRoundResult>();
+            var uploads = new Dictionary<int, long>();
+            foreach (var assignment in plan.Assignments)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                var (update, loss) = TrainClient(assignment, round, onClientStep);
+                updates.Add(update);
+                var down = WirePayload.SizeOf(assignment.Download);
+                var up = WirePayload.SizeOf(update.Upload.ToArray());
+                uploads[assignment.ClientId] = up;
+                clientResults.Add(new ClientRoundResult(round, assignment.ClientId, assignment.Rank, loss, down, up));
+            }
+            var aggregation = _strategy.Aggregate(plan, state, updates);
+            state = aggregation.State;
+            if (aggregation.BaseUpdate is { } baseUpdate) ApplyToBase(baseUpdate);
+            RecordLedger(round, plan, aggregation, uploads);
+            var evaluation = Evaluate(state);
+            watch.Stop();
+            var result = new RoundResult(round, clientResults, evaluation, Ledger.TotalDownload(round), Ledger.TotalUpload(round), watch.Elapsed.TotalSeconds);
+            State = state;
+            results.Add(result);
+            onRound?.Invoke(result);
+        }
+        return results;
+    }
+
+    /// <summary>Evaluates the global model of <paramref name="state"/> on every evaluation set.</summary>
+    public IReadOnlyDictionary<string, double> Evaluate(GlobalState state)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        using var adapters = GlobalAdapters(state);
+        _model.Attach(adapters);
+        try
+        {
+            var losses = new Dictionary<string, double>();
+            foreach (var set in _evaluation) losses[set.Name] = LocalTrainer.Evaluate(_model, set.Batches).Loss;
+            return losses;
+        }
+        finally
+        {
+            _model.Attach(null);
+        }
+    }
+
+    private List<SampledClient> Sample(Random random)
+    {
+        var ids = Enumerable.Range(0, _clients.Count).ToArray();
+        random.Shuffle(ids);
+        return ids.Take(_options.ClientsPerRound).Order().Select(id => new SampledClient(id, _clients[id].ExampleCount, _clients[id].Budget)).ToList();
+    }
+
+    private (ClientUpdate Update, float Loss) TrainClient(ClientAssignment assignment, int round, Action<int, int, StepReport>? onClientStep)
+    {
+        var backend = _model.Backend;
+        using var adapters = AdapterExchange.Create(backend, assignment);
+        using var mask = TrainableMask(assignment, adapters);
+        _model.Attach(adapters);
+        try
+        {
+            var client = _clients[assignment.ClientId];
+            var source = client.Batches(unchecked(_options.Seed * 1_000_003 + round * 1_009 + client.Id));
+            var loss = LocalTrainer.Train(_model, adapters.Parameters, adapters.Gradients, source, _options.Local,
+                mask?.All, Regularizer(assignment, adapters), step => onClientStep?.Invoke(round, client.Id, step));
+            return (AdapterExchange.Collect(assignment, adapters), loss);
+        }
+        finally
+        {
+            _model.Attach(null);
+        }
+    }
+
+    /// <summary>
+    /// The elements a client may change: A's rows and B's columns in its sketch (all ranks without one),
+    /// and no A at all when only B trains. Null when everything trains.
+    /// </summary>
+    private static DeviceBuffer? TrainableMask(ClientAssignment assignment, AdapterSet adapters)
+    {
+        if (assignment.RankIndices is null && assignment.Trainable == TrainableFactors.Both) return null;
+        var mask = new float[adapters.Parameters.Length];
+        var r = adapters.Rank;
+        for (var m = 0; m < adapters.Modules.Count; m++)
+        {
+            var adapter = adapters.Adapters[m];
+            var (c, o) = (adapter.InFeatures, adapter.OutFeatures);
+            var active = new bool[r];
+            if (assignment.RankIndices?[m] is { } indices) foreach (var index in indices) active[index] = true;
+            else Array.Fill(active, true);
+            for (var j = 0; j < r; j++)
+            {
+                if (!active[j]) continue;
+                if (assignment.Trainable == TrainableFactors.Both) mask.AsSpan(adapter.A.Offset + j * c, c).Fill(1f);
+                for (var row = 0; row < o; row++) mask[adapter.B.Offset + row * r + j] = 1f;
+            }
+        }
+        var buffer = adapters.Backend.Allocate(mask.Length);
+        adapters.Backend.Upload(mask, buffer);
+        return buffer;
+    }
+
+    /// <summary>HetLoRA's rank self-pruning penalty, added to the adapters' gradients after each backward pass.</summary>
+    private static Action? Regularizer(ClientAssignment assignment, AdapterSet adapters)
+    {
+        if (assignment.Regularizer is not { } regularizer) return null;
+        var backend = adapters.Backend;
+        return () =>
+        {
+            var parameters = backend.ToArray(adapters.Parameters);
+            var gradients = backend.ToArray(adapters.Gradients);
+            foreach (var adapter in adapters.Adapters)
+            {
+                regularizer.AccumulateGradient(parameters.AsSpan(adapter.A.Offset, adapter.A.Length), parameters.AsSpan(adapter.B.Offset, adapter.B.Length),
+                    adapter.Rank, adapter.InFeatures, adapter.OutFeatures,
+                    gradients.AsSpan(adapter.A.Offset, adapter.A.Length), gradients.AsSpan(adapter.B.Offset, adapter.B.Length));
+            }
+            backend.Upload(gradients, adapters.Gradients);
+        };
+    }
+
+    /// <summary>W += B_stack diag(w) A_stack for every module of FLoRA's merged update.</summary>
+    private void ApplyToBase(IReadOnlyList<StackedUpdate> updates)
+    {
+        var backend = _model.Backend;
+        foreach (var update in updates)
+        {
+            var (c, o, rank) = (update.Module.InFeatures, update.Module.OutFeatures, update.Rank);
+            using var b = backend.Allocate(update.B.Length);
+            using var a = backend.Allocate(update.A.Length);
+            backend.Upload(update.B, b);
+            backend.Upload(update.A, a);
+            backend.StackedAggregation(o, c, rank, b, a, update.RowWeights, _model.Layout.View(_model.Parameters, update.Module.Name + ".weight"));
+        }
+    }
+
+    private void RecordLedger(int round, RoundPlan plan, AggregationResult aggregation, Dictionary<int, long> uploads)
+    {
+        var broadcast = WirePayload.SizeOf(aggregation.Broadcast.ToArray());
+        foreach (var client in _clients)
+        {
+            var assigned = plan.Assignments.FirstOrDefault(a => a.ClientId == client.Id);
+            var down = (assigned is null ? 0 : WirePayload.SizeOf(assigned.Download)) + broadcast;
+            var up = uploads.GetValueOrDefault(client.Id);
+            if (down > 0 || up > 0) Ledger.Record(round, client.Id, down, up);
+        }
+    }
+
+    private AdapterSet? GlobalAdapters(GlobalState state)
+    {
+        if (state.Rank == 0) return null;
+        var adapters = new AdapterSet(_model.Backend, state.Modules, state.Rank, state.Alpha, state.Scaling);
+        for (var m = 0; m < state.Adapters.Count; m++)
+        {
+            _model.Backend.Upload(state.Adapters[m].A, adapters.Adapters[m].A);
+            _model.Backend.Upload(state.Adapters[m].B, adapters.Adapters[m].B);
+        }
+        return adapters;
+    }
+}
