@@ -64,6 +64,48 @@ public static class AdapterFile
         }
     }
 
+    /// <summary>
+    /// Creates an <see cref="AdapterSet"/> on <paramref name="backend"/> shaped as the file describes
+    /// (rank, alpha and scaling from its metadata, modules from its tensors) and loads it.
+    /// </summary>
+    public static AdapterSet Open(SafetensorsFile file, Kernels.Backend backend)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        string Meta(string key) => file.Metadata.TryGetValue(key, out var value)
+            ? value
+            : throw new InvalidDataException($"{file.Source}: the metadata has no '{key}'; is this a FedLora adapter file?");
+        if (!int.TryParse(Meta("rank"), NumberStyles.None, CultureInfo.InvariantCulture, out var rank) || rank < 1)
+        {
+            throw new InvalidDataException($"{file.Source}: rank '{Meta("rank")}' is not a whole number >= 1");
+        }
+        if (!float.TryParse(Meta("alpha"), NumberStyles.Float, CultureInfo.InvariantCulture, out var alpha) || !float.IsFinite(alpha))
+        {
+            throw new InvalidDataException($"{file.Source}: alpha '{Meta("alpha")}' is not a number");
+        }
+        if (!Enum.TryParse<LoraScaling>(Meta("scaling"), out var scaling))
+        {
+            throw new InvalidDataException($"{file.Source}: scaling '{Meta("scaling")}' is not one of {string.Join(", ", Enum.GetNames<LoraScaling>())}");
+        }
+        var modules = Meta("modules").Split(',', StringSplitOptions.RemoveEmptyEntries).Select(name =>
+        {
+            var a = file.GetInfo(Find(file, name + ".lora_A.weight"));
+            var b = file.GetInfo(Find(file, name + ".lora_B.weight"));
+            if (a.Shape.Count != 2 || b.Shape.Count != 2) throw new InvalidDataException($"{file.Source}: the adapter of {name} is not two matrices");
+            return new LoraModuleSpec(name, a.Shape[1], b.Shape[0]);
+        }).ToArray();
+        var adapters = new AdapterSet(backend, modules, rank, alpha, scaling);
+        try
+        {
+            Load(file, adapters);
+            return adapters;
+        }
+        catch
+        {
+            adapters.Dispose();
+            throw;
+        }
+    }
+
     private static void CheckHeader(SafetensorsFile file, AdapterSet adapters)
     {
         if (file.Metadata.TryGetValue("rank", out var rank) && rank != adapters.Rank.ToString(CultureInfo.InvariantCulture))

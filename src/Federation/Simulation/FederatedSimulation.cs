@@ -100,6 +100,9 @@ public sealed class FederatedSimulation
     /// <summary>Bytes sent and received, per client per round.</summary>
     public CommunicationLedger Ledger { get; } = new();
 
+    /// <summary>The global model's held-out losses before the first round (the starting point every method shares).</summary>
+    public IReadOnlyDictionary<string, double>? InitialEvaluation { get; private set; }
+
     /// <summary>The global state after the last completed round.</summary>
     public GlobalState? State { get; private set; }
 
@@ -109,6 +112,7 @@ public sealed class FederatedSimulation
     {
         var random = new Random(_options.Seed);
         var state = _strategy.Initialize(random);
+        InitialEvaluation = Evaluate(state);
         var results = new List<RoundResult>();
         for (var round = 0; round < _options.Rounds; round++)
         {

@@ -1,0 +1,121 @@
+using System.CommandLine;
+using System.Globalization;
+using FedLora.Kernels;
+using FedLora.Model;
+
+namespace FedLora.Cli;
+
+/// <summary>Options every computing verb takes, and the parsing helpers they share.</summary>
+internal static class CommonOptions
+{
+    public static Option<string> Device() => new("--device")
+    {
+        Description = "Where to compute: cpu (managed SIMD, the default), reference (naive scalar; for checking), opencl or opencl:PLATFORM:DEVICE",
+        DefaultValueFactory = _ => "cpu",
+    };
+
+    public static Option<int> Seed() => new("--seed")
+    {
+        Description = "Seeds every random choice (initialisation, data order, client sampling, sketches): same seed, same numbers",
+        DefaultValueFactory = _ => 1234,
+    };
+
+    public static Option<string> Data() => new("--data")
+    {
+        Description = "The data folder (holds dolly15k-fedit-10/ and tinyshakespeare/); default: the repository's data/",
+        DefaultValueFactory = _ => Paths.DefaultDataDirectory,
+    };
+
+    public static Option<string> BaseModel() => new("--model")
+    {
+        Description = "The base model checkpoint (safetensors); default: the shipped models/base.safetensors",
+        DefaultValueFactory = _ => Paths.DefaultBaseModel,
+    };
+
+    public static Option<T> Positive<T>(string name, string description, T defaultValue) where T : struct, IComparable<T>
+    {
+        var option = new Option<T>(name) { Description = description, DefaultValueFactory = _ => defaultValue };
+        option.Validators.Add(result =>
+        {
+            var value = result.GetValueOrDefault<T>();
+            if (value.CompareTo(default) <= 0) result.AddError($"{name} must be > 0, got {value}");
+        });
+        return option;
+    }
+
+    public static Backend CreateBackend(string spec)
+    {
+        try
+        {
+            return Backends.Create(spec);
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException($"--device: {e.Message}");
+        }
+    }
+
+    public static Gpt LoadModel(string path, Backend backend, int batch, int context)
+    {
+        Paths.RequireFile(path, "base model", "Pass --model PATH, or build one with `fedlora pretrain` (README shows the command that made the shipped one).");
+        var model = GptCheckpoint.Load(path, backend, batch, context);
+        if (context > model.Config.ContextLength)
+        {
+            model.Dispose();
+            throw new UsageException($"--context {context} exceeds the model's context length {model.Config.ContextLength}");
+        }
+        return model;
+    }
+
+    /// <summary>Parses "64,32,16" into whole numbers.</summary>
+    public static int[] ParseInts(string text, string option)
+    {
+        try
+        {
+            return text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(part => int.Parse(part, NumberStyles.Integer, CultureInfo.InvariantCulture)).ToArray();
+        }
+        catch (FormatException)
+        {
+            throw new UsageException($"{option} '{text}' must be comma-separated whole numbers, e.g. 64,32,16");
+        }
+    }
+
+    /// <summary>Parses "1,0.5,0.25" into numbers.</summary>
+    public static double[] ParseDoubles(string text, string option)
+    {
+        try
+        {
+            return text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(part => double.Parse(part, NumberStyles.Float, CultureInfo.InvariantCulture)).ToArray();
+        }
+        catch (FormatException)
+        {
+            throw new UsageException($"{option} '{text}' must be comma-separated numbers, e.g. 1,0.5,0.25");
+        }
+    }
+
+    public static LoraTargets ParseTargets(string text)
+    {
+        var targets = LoraTargets.None;
+        foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            targets |= part.ToLowerInvariant() switch
+            {
+                "all" => LoraTargets.All,
+                "qkv" => LoraTargets.AttentionQkv,
+                "attn-proj" => LoraTargets.AttentionProjection,
+                "mlp-up" => LoraTargets.MlpUp,
+                "mlp-down" => LoraTargets.MlpDown,
+                _ => throw new UsageException($"--targets: unknown layer '{part}'; use all or a list of qkv, attn-proj, mlp-up, mlp-down"),
+            };
+        }
+        if (targets == LoraTargets.None) throw new UsageException("--targets names no layer; use all or a list of qkv, attn-proj, mlp-up, mlp-down");
+        return targets;
+    }
+
+    public static string Megabytes(long bytes) => (bytes / 1e6).ToString("0.00", CultureInfo.InvariantCulture);
+
+    public static string Number(double value, string format = "0.0000") =>
+        double.IsNaN(value) ? "-" : value.ToString(format, CultureInfo.InvariantCulture);
+}

@@ -1,0 +1,58 @@
+using System.Globalization;
+using System.CommandLine;
+using FedLora.Federation;
+using Spectre.Console;
+
+namespace FedLora.Cli;
+
+/// <summary><c>fedlora compare</c>: several methods on the same data, seeds and budgets.</summary>
+internal static class CompareCommand
+{
+    public static Command Create()
+    {
+        var methods = new Option<string>("--methods")
+        {
+            Description = $"Comma-separated methods to compare; default all: {string.Join(",", StrategyCatalog.Names)}",
+            DefaultValueFactory = _ => string.Join(",", StrategyCatalog.Names),
+        };
+        var options = new FederatedOptions();
+        var command = new Command("compare",
+            "Run several federated methods on the same data, seeds and budgets; print a side-by-side table and write a plot of held-out loss per round")
+        {
+            methods,
+        };
+        options.AddTo(command);
+        command.SetAction(parse => Verb.Run(() =>
+        {
+            var names = parse.GetValue(methods)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(n => n.ToLowerInvariant()).Distinct().ToArray();
+            var unknown = names.Where(n => !StrategyCatalog.Names.Contains(n)).ToArray();
+            if (names.Length == 0 || unknown.Length > 0)
+            {
+                throw new UsageException($"--methods: unknown {string.Join(", ", unknown)}; choose from {string.Join(", ", StrategyCatalog.Names)}");
+            }
+            var job = options.Read(parse, "compare");
+            var data = InstructionData.Load(job.DataDirectory, job.Partition, job.ClientCount, job.Seed);
+            using var backend = CommonOptions.CreateBackend(job.Device);
+            // Build every method once first, so that a bad budget for any of them fails before hours of training.
+            foreach (var name in names) FederatedRunner.Prepare(name, job, data, backend).Model.Dispose();
+
+            var runs = new List<MethodRun>();
+            foreach (var name in names)
+            {
+                var (simulation, model, budgets) = FederatedRunner.Prepare(name, job, data, backend);
+                using (model) runs.Add(FederatedRunner.Run(name, simulation, job, budgets));
+            }
+            FederatedRunner.WriteResults(job.Output, job, runs);
+            var plotPath = Path.Combine(job.Output, "heldout-loss.svg");
+            var series = runs.Select(run => (run.Method, (IReadOnlyList<(double, double)>)
+                [(0.0, run.Initial["all"]), .. run.Rounds.Select(r => ((double)(r.Round + 1), r.Evaluation["all"]))])).ToList();
+            FederatedRunner.WriteAtomically(plotPath, SvgPlot.Lines("Held-out loss of the global model (Dolly test set)", "round", "loss per response token", series));
+            AnsiConsole.Write(FederatedRunner.Summary(runs));
+            AnsiConsole.Write(FederatedRunner.Categories(runs));
+            AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"results: {Path.Combine(job.Output, "rounds.csv")}, {Path.Combine(job.Output, "results.json")}; plot: {plotPath}");
+            return 0;
+        }));
+        return command;
+    }
+}

@@ -1,0 +1,118 @@
+using System.CommandLine;
+using FedLora.Federation;
+using FedLora.Model;
+using FedLora.Model.Training;
+
+namespace FedLora.Cli;
+
+/// <summary>A federated job as the command line describes it, validated before any work.</summary>
+internal sealed record FederatedJob(
+    int[] Ranks, double[]? Ratios, int GlobalRank, float? Alpha, LoraTargets Targets, int Rounds, int ClientsPerRound,
+    TrainingOptions Local, int Batch, int Context, string Partition, int ClientCount, string ModelPath, string DataDirectory,
+    string Device, int Seed, string Output)
+{
+    /// <summary>The strategy's settings and every client's budget for <paramref name="method"/>.</summary>
+    /// <remarks>
+    /// FSLoRA turns the budgets into sketch ratios r_k / r of its rank-r global adapter (or takes
+    /// --ratios). FedIT and FFA-LoRA average adapters of one shape, so every client trains the smallest
+    /// budget's rank. The others give client k rank r_k under a global rank r = max r_k. Alpha defaults
+    /// to 2r, and every client trains at the same scale s = alpha / r.
+    /// </remarks>
+    public (LoraSettings Settings, IReadOnlyList<ClientBudget> Budgets) BudgetsFor(string method, int clients)
+    {
+        if (method == "fslora")
+        {
+            var ratios = Ratios ?? Ranks.Select(r => (double)r / GlobalRank).ToArray();
+            return (new LoraSettings(GlobalRank, Alpha ?? 2f * GlobalRank), ClientBudget.FromRatios(ratios, clients));
+        }
+        if (method is "fedit" or "ffa-lora")
+        {
+            var rank = Ranks.Min();
+            return (new LoraSettings(rank, Alpha ?? 2f * rank), ClientBudget.FromRanks(Enumerable.Repeat(rank, clients).ToArray(), clients));
+        }
+        return (new LoraSettings(GlobalRank, Alpha ?? 2f * GlobalRank), ClientBudget.FromRanks(Ranks, clients));
+    }
+}
+
+/// <summary>The options <c>simulate</c> and <c>compare</c> share.</summary>
+internal sealed class FederatedOptions
+{
+    public const string DefaultRanks = "64,32,16,16,8,8,4,4,4,4";
+
+    public Option<string> Ranks { get; } = new("--ranks")
+    {
+        Description = "Each client's LoRA rank budget, one per client (FSLoRA: sketch ratios r_k / global rank)",
+        DefaultValueFactory = _ => DefaultRanks,
+    };
+
+    public Option<string?> Ratios { get; } = new("--ratios") { Description = "FSLoRA only: each client's sketch ratio in (0, 1], instead of --ranks" };
+    public Option<int?> GlobalRank { get; } = new("--global-rank") { Description = "The global adapter's rank r (default: the largest budget)" };
+    public Option<float?> Alpha { get; } = new("--alpha") { Description = "LoRA alpha of the global rank (default 2r); clients train at the same scale alpha/r" };
+
+    public Option<string> Targets { get; } = new("--targets")
+    {
+        Description = "Layers with adapters: all, or a list of qkv, attn-proj, mlp-up, mlp-down",
+        DefaultValueFactory = _ => "all",
+    };
+
+    public Option<int> Rounds { get; } = CommonOptions.Positive("--rounds", "Federated rounds", 10);
+    public Option<int> ClientsPerRound { get; } = CommonOptions.Positive("--clients-per-round", "Clients sampled each round (M)", 5);
+    public Option<int> LocalSteps { get; } = CommonOptions.Positive("--local-steps", "AdamW steps each sampled client takes per round", 8);
+    public Option<int> Batch { get; } = CommonOptions.Positive("--batch", "Examples per local step", 8);
+    public Option<int> Context { get; } = CommonOptions.Positive("--context", "Tokens per example window (<= the model's context)", 128);
+    public Option<float> LearningRate { get; } = CommonOptions.Positive("--lr", "Clients' AdamW learning rate", 2e-3f);
+
+    public Option<string> Partition { get; } = new("--partition")
+    {
+        Description = "How data is split: natural (Dolly's shipped 10 clients), iid, or dirichlet:ALPHA by category",
+        DefaultValueFactory = _ => "natural",
+    };
+
+    public Option<int> Clients { get; } = CommonOptions.Positive("--clients", "Clients for iid / dirichlet partitions (natural has 10)", 10);
+    public Option<string> Model { get; } = CommonOptions.BaseModel();
+    public Option<string> Data { get; } = CommonOptions.Data();
+    public Option<string> Device { get; } = CommonOptions.Device();
+    public Option<int> Seed { get; } = CommonOptions.Seed();
+    public Option<string?> Output { get; } = new("--out") { Description = "Folder for results (JSON, CSV, plot); default: runs/VERB-TIME" };
+
+    public void AddTo(Command command)
+    {
+        foreach (var option in new Option[] { Ranks, Ratios, GlobalRank, Alpha, Targets, Rounds, ClientsPerRound, LocalSteps, Batch, Context,
+                     LearningRate, Partition, Clients, Model, Data, Device, Seed, Output })
+        {
+            command.Options.Add(option);
+        }
+    }
+
+    /// <summary>Reads and checks every option; throws <see cref="UsageException"/> before any work.</summary>
+    public FederatedJob Read(ParseResult parse, string verb)
+    {
+        var ranks = CommonOptions.ParseInts(parse.GetValue(Ranks)!, "--ranks");
+        if (ranks.Length == 0 || ranks.Any(r => r < 1)) throw new UsageException($"--ranks '{parse.GetValue(Ranks)}' must list one rank >= 1 per client");
+        var ratiosText = parse.GetValue(Ratios);
+        var ratios = ratiosText is null ? null : CommonOptions.ParseDoubles(ratiosText, "--ratios");
+        if (ratios is not null && ratios.Any(q => !(q > 0 && q <= 1)))
+        {
+            throw new UsageException($"--ratios '{ratiosText}': every sketch ratio must be in (0, 1]");
+        }
+        var partition = parse.GetValue(Partition)!;
+        var clientCount = partition.Trim().Equals("natural", StringComparison.OrdinalIgnoreCase) ? 10 : parse.GetValue(Clients);
+        if (ranks.Length != clientCount)
+        {
+            throw new UsageException($"--ranks lists {ranks.Length} budgets but there are {clientCount} clients: give exactly one per client");
+        }
+        if (ratios is not null && ratios.Length != clientCount)
+        {
+            throw new UsageException($"--ratios lists {ratios.Length} ratios but there are {clientCount} clients: give exactly one per client");
+        }
+        var globalRank = parse.GetValue(GlobalRank) ?? ranks.Max();
+        if (globalRank < ranks.Max()) throw new UsageException($"--global-rank {globalRank} is below the largest budget {ranks.Max()}");
+        var perRound = parse.GetValue(ClientsPerRound);
+        if (perRound > clientCount) throw new UsageException($"--clients-per-round {perRound} exceeds the {clientCount} clients");
+        var local = new TrainingOptions(parse.GetValue(LocalSteps), parse.GetValue(LearningRate));
+        return new FederatedJob(ranks, ratios, globalRank, parse.GetValue(Alpha), CommonOptions.ParseTargets(parse.GetValue(Targets)!),
+            parse.GetValue(Rounds), perRound, local, parse.GetValue(Batch), parse.GetValue(Context), partition, clientCount,
+            parse.GetValue(Model)!, parse.GetValue(Data)!, parse.GetValue(Device)!, parse.GetValue(Seed),
+            parse.GetValue(Output) ?? Paths.DefaultOutput(verb));
+    }
+}

@@ -1,0 +1,43 @@
+using System.Globalization;
+using System.CommandLine;
+using FedLora.Cli;
+using FedLora.Lora.Safetensors;
+using Spectre.Console;
+
+var root = new RootCommand(
+    "FedLora: federated LoRA fine-tuning of a GPT across clients of unequal means (FSLoRA, FLoRA, FedIT, zero-padding, HetLoRA, FlexLoRA, FFA-LoRA).")
+{
+    SimulateCommand.Create(),
+    CompareCommand.Create(),
+    PretrainCommand.Create(),
+    FinetuneCommand.Create(),
+    GenerateCommand.Create(),
+    DevicesCommand.Create(),
+};
+return root.Parse(args).Invoke();
+
+namespace FedLora.Cli
+{
+    /// <summary>Runs a verb's body, turning failures into a one-line message and an exit code instead of a stack trace.</summary>
+    internal static class Verb
+    {
+        public static int Run(Func<int> body)
+        {
+            try
+            {
+                return body();
+            }
+            catch (UsageException e)
+            {
+                AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"[red]error:[/] {e.Message}");
+                return 2;
+            }
+            catch (Exception e) when (e is ArgumentException or InvalidDataException or SafetensorsFormatException or FileNotFoundException
+                                          or DirectoryNotFoundException or InvalidOperationException or IOException or UnauthorizedAccessException)
+            {
+                AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"[red]error:[/] {e.Message}");
+                return 1;
+            }
+        }
+    }
+}
