@@ -298,7 +298,7 @@ public unsafe partial class CpuBackend
         var sums = TVector.Zero;
         for (var j = 0; j < end; j += w)
         {
-            var e = TVector.Exp((TVector.Load(s + j) - max) * scaleVector);
+            var e = Simd.Exp((TVector.Load(s + j) - max) * scaleVector);
             e.Store(s + j);
             sums += e;
         }

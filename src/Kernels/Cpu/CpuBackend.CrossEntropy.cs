@@ -78,16 +78,16 @@ public unsafe partial class CpuBackend
         var sums = TVector.Zero;
         for (v = 0; v < vectorEnd; v += w)
         {
-            var e = TVector.Exp(TVector.Load(z + v) - maxVector);
+            var e = Simd.Exp(TVector.Load(z + v) - maxVector);
             e.Store(probabilities + v);
             sums += e;
         }
         var sum = TVector.Sum(sums);
         for (v = vectorEnd; v < vocab; v++)
         {
-            var e = MathF.Exp(z[v] - max);
-            probabilities[v] = e;
-            sum += e;
+            var e = Simd.Exp(SimdScalar.Load(z + v) - SimdScalar.Create(max));
+            e.Store(probabilities + v);
+            sum += SimdScalar.Sum(e);
         }
 
         var inverse = 1f / sum;

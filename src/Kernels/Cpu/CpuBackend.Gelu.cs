@@ -40,7 +40,7 @@ internal readonly struct GeluOperator : IElementwise
     {
         // -2u = x (-2 sqrt(2/pi) - 2 sqrt(2/pi) 0.044715 x^2).
         var minusTwoU = x * TVector.MultiplyAdd(TVector.Create(-2 * Scale * Cubic), x * x, TVector.Create(-2 * Scale));
-        return x / (TVector.Create(1f) + TVector.Exp(minusTwoU));
+        return x / (TVector.Create(1f) + Simd.Exp(minusTwoU));
     }
 }
 
@@ -55,7 +55,7 @@ internal readonly struct GeluBackwardOperator : IElementwise
         var x2 = x * x;
         var minusTwoU = x * TVector.MultiplyAdd(TVector.Create(-2 * GeluOperator.Scale * GeluOperator.Cubic), x2, TVector.Create(-2 * GeluOperator.Scale));
         // Below x ~ -9.9, e^(-2u) overflows and inf * 0 would give NaN; there gelu' < e^-80 anyway.
-        var e = TVector.Exp(TVector.Min(minusTwoU, TVector.Create(80f)));
+        var e = Simd.Exp(TVector.Min(minusTwoU, TVector.Create(80f)));
         var sigma = TVector.Create(1f) / (TVector.Create(1f) + e);
         var twoDuDx = TVector.MultiplyAdd(TVector.Create(2 * GeluOperator.Scale * 3 * GeluOperator.Cubic), x2, TVector.Create(2 * GeluOperator.Scale));
         // e sigma = 1 - sigma is at most 1: multiplying by it first keeps x u'(x) from overflowing.
