@@ -237,6 +237,61 @@ public class TransformerOpsTests
             Twin.AssertClose(before.AsSpan(i * vocab, vocab), after.AsSpan(i * vocab, vocab), 0, 0, $"ignored row {i} untouched");
         }
     }
+
+    [Theory, MemberData(nameof(TestBackends.All), MemberType = typeof(TestBackends))]
+    public void AllOps_WindowsOfOneBuffer_WriteOnlyTheirOutputs(string backend)
+    {
+        // As in a model, every operand is a window at an odd offset of one buffer, with gaps between
+        // them: the whole buffer, gaps included, must end as the Reference's does.
+        using var twin = new Twin(backend);
+        const int b = 2, t = 9, c = 12, heads = 3, n = b * t, vocab = 11, length = 37;
+        var offsets = new List<(int Offset, int Length)>();
+        var end = 5;
+        int Take(int size)
+        {
+            offsets.Add((end, size));
+            end += size + 3;
+            return offsets.Count - 1;
+        }
+        int x = Take(n * c), w = Take(c), bias = Take(c), y = Take(n * c), mean = Take(n), rstd = Take(n), dy = Take(n * c), dx = Take(n * c),
+            dw = Take(c), db = Take(c), qkv = Take(n * 3 * c), att = Take(b * heads * t * t), ao = Take(n * c), dqkv = Take(n * 3 * c),
+            wte = Take(vocab * c), wpe = Take(t * c), dwte = Take(vocab * c), dwpe = Take(t * c), logits = Take(n * vocab),
+            probs = Take(n * vocab), losses = Take(n), dlogits = Take(n * vocab), v1 = Take(length), v2 = Take(length), v3 = Take(length),
+            mask = Take(length), m = Take(length), v = Take(length);
+        var all = twin.Random(end + 4);
+        BufferView At(Backend k, int operand)
+        {
+            var whole = ReferenceEquals(k, twin.Reference) ? all.Reference : all.Device;
+            return whole.Slice(offsets[operand].Offset, offsets[operand].Length);
+        }
+        var tokens = Enumerable.Range(0, n).Select(i => (i * 7) % vocab).ToArray();
+        var targets = Enumerable.Range(0, n).Select(i => i % 4 == 3 ? -1 : (i * 5) % vocab).ToArray();
+        foreach (var k in new[] { twin.Reference, twin.Device })
+        {
+            BufferView V(int operand) => At(k, operand);
+            k.LayerNormForward(n, c, V(x), V(w), V(bias), V(y), V(mean), V(rstd));
+            k.LayerNormBackward(n, c, V(dy), V(x), V(w), V(mean), V(rstd), V(dx), V(dw), V(db));
+            k.AttentionForward(b, t, c, heads, V(qkv), V(att), V(ao));
+            k.AttentionBackward(b, t, c, heads, V(qkv), V(att), V(dy), V(dqkv));
+            k.EmbeddingForward(b, t, c, vocab, tokens, V(wte), V(wpe), V(y));
+            k.EmbeddingBackward(b, t, c, vocab, tokens, V(dy), V(dwte), V(dwpe));
+            k.CrossEntropyForward(n, vocab, V(logits), targets, V(probs), V(losses));
+            k.CrossEntropyBackward(n, vocab, V(probs), targets, 0.5f, V(dlogits));
+            k.GeluForward(V(v1), V(v2));
+            k.GeluBackward(V(v1), V(v2), V(v3));
+            k.ResidualForward(V(v1), V(v3), V(v2));
+            k.ResidualBackward(V(v2), V(v1), V(v3));
+            k.Axpy(0.25f, V(v1), V(v2));
+            k.Scale(1.5f, V(v3));
+            k.WeightedSum([V(v1), V(v2)], [0.5f, 2f], V(m));
+            k.AdamW(new AdamWSettings(LearningRate: 0.01f), 1, V(v1), V(mask), V(v2), V(m), V(v));
+            k.Sgd(0.1f, 0.01f, V(v3), V(mask), V(v1));
+            k.Copy(V(v1), V(v3));
+            k.Fill(V(mask), 2f);
+        }
+        twin.AssertClose(all, 1e-4f, 1e-4f, "the whole buffer");
+        Assert.Equal(twin.Reference.SumOfSquares(At(twin.Reference, v3)), twin.Device.SumOfSquares(At(twin.Device, v3)), 5);
+    }
 }
 
 /// <summary>Runs one op on both sides of a <see cref="Twin"/>: the side selector maps a twin tensor to that side's view.</summary>
