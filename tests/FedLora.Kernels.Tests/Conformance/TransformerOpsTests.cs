@@ -292,6 +292,63 @@ public class TransformerOpsTests
         twin.AssertClose(all, 1e-4f, 1e-4f, "the whole buffer");
         Assert.Equal(twin.Reference.SumOfSquares(At(twin.Reference, v3)), twin.Device.SumOfSquares(At(twin.Device, v3)), 5);
     }
+
+    [Fact]
+    public void CpuOps_SteadyState_AllocateNothingOnTheCallingThread()
+    {
+        // The hot path allocates nothing: scratch is per thread, grown once and reused, and the
+        // validation formats its messages only when it throws.
+        var k = TestBackends.Get("cpu");
+        const int b = 2, t = 33, c = 64, heads = 4, n = b * t, vocab = 257, length = 70_001;
+        using var x = k.Allocate(n * c);
+        using var w = k.Allocate(c);
+        using var y = k.Allocate(n * c);
+        using var stats = k.Allocate(2 * n);
+        using var qkv = k.Allocate(n * 3 * c);
+        using var att = k.Allocate(b * heads * t * t);
+        using var wte = k.Allocate(vocab * c);
+        using var logits = k.Allocate(n * vocab);
+        using var probs = k.Allocate(n * vocab);
+        using var v1 = k.Allocate(length);
+        using var v2 = k.Allocate(length);
+        using var v3 = k.Allocate(length);
+        var tokens = Enumerable.Range(0, n).Select(i => i % vocab).ToArray();
+        BufferView[] sources = [v1, v2];
+        float[] weights = [0.5f, 0.5f];
+        var settings = new AdamWSettings(LearningRate: 1e-3f);
+        var host = new float[length];
+        BufferView mean = stats.View(0, n), rstd = stats.View(n, n), losses = stats.View(0, n);
+        void RunAll()
+        {
+            k.LayerNormForward(n, c, x, w, w, y, mean, rstd);
+            k.LayerNormBackward(n, c, y, x, w, mean, rstd, x, w, w);
+            k.AttentionForward(b, t, c, heads, qkv, att, y);
+            k.AttentionBackward(b, t, c, heads, qkv, att, y, qkv);
+            k.EmbeddingForward(b, t, c, vocab, tokens, wte, wte.View(0, t * c), y);
+            k.EmbeddingBackward(b, t, c, vocab, tokens, y, wte, null);
+            k.CrossEntropyForward(n, vocab, logits, tokens, probs, losses);
+            k.CrossEntropyBackward(n, vocab, probs, tokens, 1f, logits);
+            k.GeluForward(v1, v2);
+            k.GeluBackward(v1, v2, v3);
+            k.ResidualForward(v1, v2, v3);
+            k.ResidualBackward(v3, v1, v2);
+            k.Fill(v1, 0.5f);
+            k.Copy(v1, v2);
+            k.Scale(2f, v2);
+            k.Axpy(0.5f, v1, v2);
+            k.WeightedSum(sources, weights, v3);
+            k.SumOfSquares(v3);
+            k.AdamW(settings, 1, v1, v2, v3, v1, v2);
+            k.Sgd(0.1f, 0f, v1, v2, v3);
+            k.Upload(host, v1);
+            k.Download(v2, host);
+        }
+        RunAll();
+        RunAll();
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        RunAll();
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
 }
 
 /// <summary>Runs one op on both sides of a <see cref="Twin"/>: the side selector maps a twin tensor to that side's view.</summary>
