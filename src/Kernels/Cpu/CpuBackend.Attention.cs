@@ -80,8 +80,11 @@ public unsafe partial class CpuBackend
     /// <summary>Scratch sizes of one pair: Tp (columns of k^T, v^T and the score rows) and hsP (columns of packed rows).</summary>
     private static (int Tp, int HsP) AttentionPadding<TVector>(AttentionShape shape) where TVector : unmanaged, ISimdFloat<TVector>
     {
-        // Tp is also a multiple of 4, so that a block's columns up to i0 + 3 stay inside it.
-        var tp = RoundUp(shape.T, Math.Max(TVector.Count, 4));
+        // Tp is a multiple of 16 floats (so of every width, and of 4, so that a block's columns up to
+        // i0 + 3 stay inside it), and an odd number of cache lines: the hs rows of k^T, walked down a
+        // column, then fall in different L1 sets. At T = 256 a 1 KiB stride put all 64 rows in 4 sets.
+        var tp = RoundUp(shape.T, 16);
+        if (tp / 16 % 2 == 0) tp += 16;
         return (tp, RoundUp(shape.HeadSize, TVector.Count));
     }
 
