@@ -10,8 +10,11 @@ namespace FedLora.Kernels.Cpu;
 //   y = P v, from v packed as (T, hsP) rows, the columns j <= i0 for all four rows at once and
 //   the last three (the triangle) row by row, so that no row ever touches a later position.
 // The backward pass reuses the same two block kernels (dP = dy v^T, dq = dS k) and adds a third,
-// the rank-4 update dk += dS^T q, dv += P^T dy. Widths: Tp and hsP are T and hs rounded up to the
-// vector width; the padding is zero, so the kernels run on whole vectors without tails.
+// the rank-4 update dk += dS^T q, dv += P^T dy. Padding: Tp is T rounded up to 16 floats (and to
+// an odd number of cache lines), hsP is hs rounded up to the vector width; the pads are zero, so
+// the kernels run on whole vectors without tails; in the last block, rows past T repeat row i0
+// and their results are dropped. Measured at B=4, T=256, C=256, NH=4 on one core: 1.4-1.6 ms, about
+// 9x faster than the row-at-a-time SIMD loop (a dot product over hs per score, a P v axpy per row).
 public unsafe partial class CpuBackend
 {
     /// <summary>
