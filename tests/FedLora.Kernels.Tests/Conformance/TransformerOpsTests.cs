@@ -1,3 +1,5 @@
+using FedLora.Kernels.Cpu;
+
 namespace FedLora.Kernels.Tests.Conformance;
 
 /// <summary>
@@ -348,6 +350,31 @@ public class TransformerOpsTests
         var before = GC.GetAllocatedBytesForCurrentThread();
         RunAll();
         Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
+    [Fact]
+    public void SimdExp_CurrentWidth_WithinTwoUlpsAndExactAtSpecials()
+    {
+        // The exp behind softmax, cross-entropy and GELU, at the width FEDLORA_SIMD selects.
+        var values = new List<float> { 0f, -0f, 1f, -1f, 88.7f, 88.8f, -87.3f, -100f, -103.9f, -104f, -1000f, 1000f };
+        for (var x = -110f; x <= 90f; x += 0.0137f) values.Add(x);
+        values.AddRange([float.NegativeInfinity, float.PositiveInfinity, float.NaN]);
+        var input = values.ToArray();
+        var output = new float[input.Length];
+        Simd.Exp(input, output);
+        for (var i = 0; i < input.Length; i++)
+        {
+            var expected = (float)Math.Exp(input[i]);
+            if (float.IsNaN(input[i]))
+            {
+                Assert.True(float.IsNaN(output[i]), $"exp(NaN) = {output[i]}");
+                continue;
+            }
+            // Two ulps of the exact result (1.01 measured); below float's normal range, the denormal spacing.
+            var tolerance = Math.Max(2 * ((double)MathF.BitIncrement(expected) - expected), 2 * float.Epsilon);
+            if (float.IsInfinity(expected) || expected == 0f) Assert.True(output[i] == expected, $"exp({input[i]:R}) = {output[i]:R}, expected {expected:R}");
+            else Assert.True(Math.Abs(output[i] - Math.Exp(input[i])) <= tolerance, $"exp({input[i]:R}) = {output[i]:R}, expected {Math.Exp(input[i]):R}");
+        }
     }
 }
 
