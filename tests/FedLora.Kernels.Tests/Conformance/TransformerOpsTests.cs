@@ -24,7 +24,7 @@ public class TransformerOpsTests
         var data = new TheoryData<string, int, int>();
         foreach (var backend in TestBackends.Names)
         {
-            foreach (var (n, c) in new[] { (0, 7), (1, 0), (3, 0), (1, 1), (7, 7), (7, 17), (33, 33), (17, 129), (1, 257), (128, 128), (130, 384) })
+            foreach (var (n, c) in new[] { (0, 7), (1, 0), (3, 0), (1, 1), (7, 7), (7, 17), (33, 33), (17, 129), (1, 257), (128, 128), (128, 257), (130, 384) })
             {
                 data.Add(backend, n, c);
             }
@@ -42,7 +42,7 @@ public class TransformerOpsTests
             foreach (var (b, t, c, heads) in new[]
             {
                 (0, 3, 4, 2), (1, 0, 4, 2), (1, 1, 1, 1), (1, 2, 2, 2), (1, 3, 7, 1), (2, 7, 7, 1), (1, 17, 33, 3), (2, 33, 17, 1),
-                (1, 5, 0, 1), (1, 18, 32, 2), (1, 129, 64, 2), (2, 64, 128, 4), (1, 67, 128, 2),
+                (1, 5, 0, 1), (1, 18, 32, 2), (1, 129, 64, 2), (2, 64, 128, 4), (1, 67, 128, 2), (1, 256, 128, 2),
             })
             {
                 data.Add(backend, b, t, c, heads);
