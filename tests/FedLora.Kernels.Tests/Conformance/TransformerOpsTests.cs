@@ -187,7 +187,7 @@ public class TransformerOpsTests
     }
 
     [Theory, MemberData(nameof(EmbeddingShapes))]
-    public void Embedding_OddShapes_MatchesReferenceExactly(string backend, int b, int t, int c, int vocab, int maxT)
+    public void Embedding_OddShapes_MatchesReference(string backend, int b, int t, int c, int vocab, int maxT)
     {
         using var twin = new Twin(backend);
         var tokens = Enumerable.Range(0, b * t).Select(_ => twin.Rng.Next(vocab)).ToArray();
@@ -200,13 +200,14 @@ public class TransformerOpsTests
         var outputGrad = twin.Random(b * t * c);
         var tokenTableGrad = twin.Random(vocab * c);
         var positionTableGrad = twin.Random(maxT * c);
+        // A repeated token's rows may be summed in any order (a device may use atomics): round-off only.
         twin.Run((k, s) => k.EmbeddingBackward(b, t, c, vocab, tokens, s(outputGrad), s(tokenTableGrad), s(positionTableGrad)));
-        twin.AssertClose(tokenTableGrad, 0, 0, "tokenTableGrad");
-        twin.AssertClose(positionTableGrad, 0, 0, "positionTableGrad");
+        twin.AssertClose(tokenTableGrad, 1e-6f, 1e-6f, "tokenTableGrad");
+        twin.AssertClose(positionTableGrad, 1e-6f, 1e-6f, "positionTableGrad");
         twin.Run((k, s) => k.EmbeddingBackward(b, t, c, vocab, tokens, s(outputGrad), null, s(positionTableGrad)));
         twin.Run((k, s) => k.EmbeddingBackward(b, t, c, vocab, tokens, s(outputGrad), s(tokenTableGrad), null));
-        twin.AssertClose(tokenTableGrad, 0, 0, "tokenTableGrad (second call)");
-        twin.AssertClose(positionTableGrad, 0, 0, "positionTableGrad (second call)");
+        twin.AssertClose(tokenTableGrad, 1e-6f, 1e-6f, "tokenTableGrad (second call)");
+        twin.AssertClose(positionTableGrad, 1e-6f, 1e-6f, "positionTableGrad (second call)");
     }
 
     [Theory, MemberData(nameof(RowShapes))]
