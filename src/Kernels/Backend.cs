@@ -109,7 +109,7 @@ public abstract class Backend : IDisposable
         Check.Length(nameof(weights), weights.Length, sources.Length, $"({sources.Length}), one weight per source");
         for (var k = 0; k < sources.Length; k++)
         {
-            Check.View(this, sources[k], $"{nameof(sources)}[{k}]", destination.Length, $"({destination.Length}) to match {nameof(destination)}");
+            Check.ViewAt(this, sources[k], nameof(sources), k, destination.Length, $"({destination.Length}) to match {nameof(destination)}");
         }
         WeightedSumCore(sources, weights, destination);
     }

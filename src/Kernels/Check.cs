@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Runtime.CompilerServices;
 
 namespace FedLora.Kernels;
@@ -53,6 +54,34 @@ internal static class Check
         }
     }
 
+    public static void View(Backend backend, BufferView view, string operand, int expected,
+        [InterpolatedStringHandlerArgument(nameof(view), nameof(expected))] ref FailureText shapeText)
+    {
+        Own(backend, view, operand);
+        if (view.Length != expected)
+        {
+            throw new ArgumentException(
+                $"operand '{operand}' must hold {shapeText.ToStringAndClear()} floats, but its view holds {view.Length}", operand);
+        }
+    }
+
+    /// <summary>
+    /// Checks element <paramref name="index"/> of a list operand (sources[k]); the element's name is
+    /// built only when the check fails.
+    /// </summary>
+    public static void ViewAt(Backend backend, BufferView view, string operand, int index, int expected,
+        [InterpolatedStringHandlerArgument(nameof(view), nameof(expected))] ref FailureText shapeText)
+    {
+        if (Owns(backend, view) && view.Length == expected) return;
+        var name = $"{operand}[{index}]";
+        Own(backend, view, name);
+        throw new ArgumentException($"operand '{name}' must hold {shapeText.ToStringAndClear()} floats, but its view holds {view.Length}", name);
+    }
+
+    private static bool Owns(Backend backend, BufferView view) =>
+        view.Buffer is { } buffer && ReferenceEquals(buffer.Backend, backend) && !buffer.IsDisposed
+        && view.Offset >= 0 && view.Length >= 0 && (long)view.Offset + view.Length <= buffer.Length;
+
     public static void View(Backend backend, BufferView view, string operand, int expected, string shapeText)
     {
         Own(backend, view, operand);
@@ -76,6 +105,15 @@ internal static class Check
         {
             throw new ArgumentException(
                 $"operand '{operand}' must be (maxT,{columns}) with maxT >= {rows}, but its view holds {view.Length} floats", operand);
+        }
+    }
+
+    public static void Length(string operand, int actual, int expected,
+        [InterpolatedStringHandlerArgument(nameof(actual), nameof(expected))] ref FailureText shapeText)
+    {
+        if (actual != expected)
+        {
+            throw new ArgumentException($"operand '{operand}' must have length {shapeText.ToStringAndClear()}, but has {actual}", operand);
         }
     }
 
@@ -141,4 +179,33 @@ internal static class Check
         for (var i = 0; i < shape.Length; i++) parts[i] = shape[i].ToString(System.Globalization.CultureInfo.InvariantCulture);
         return "(" + string.Join(",", parts) + ")";
     }
+}
+
+/// <summary>
+/// The shape text of a failure message, formatted only when the sizes it is built for differ (the
+/// pattern of Debug.Assert's message handler), so that a valid call allocates nothing.
+/// </summary>
+[InterpolatedStringHandler]
+internal ref struct FailureText
+{
+    private readonly bool _failed;
+    private DefaultInterpolatedStringHandler _text;
+
+    public FailureText(int literalLength, int formattedCount, int actual, int expected, out bool shouldAppend)
+    {
+        _failed = shouldAppend = actual != expected;
+        _text = _failed ? new DefaultInterpolatedStringHandler(literalLength, formattedCount, CultureInfo.InvariantCulture) : default;
+    }
+
+    /// <summary>A view's text: formatted only when the view's length is not <paramref name="expected"/>.</summary>
+    public FailureText(int literalLength, int formattedCount, BufferView view, int expected, out bool shouldAppend)
+        : this(literalLength, formattedCount, view.Length, expected, out shouldAppend)
+    {
+    }
+
+    public void AppendLiteral(string value) => _text.AppendLiteral(value);
+
+    public void AppendFormatted<T>(T value) => _text.AppendFormatted(value);
+
+    public string ToStringAndClear() => _failed ? _text.ToStringAndClear() : string.Empty;
 }

@@ -56,4 +56,40 @@ public class VectorOpsTests
         var actual = twin.Device.SumOfSquares(x.Device);
         Assert.True(Math.Abs(expected - actual) <= 1e-6 + 1e-5 * expected, $"{backend}: sum of squares {actual}, expected {expected}");
     }
+
+    public static TheoryData<string, int, int> SourceCounts()
+    {
+        var data = new TheoryData<string, int, int>();
+        foreach (var backend in TestBackends.Names)
+        {
+            foreach (var count in new[] { 0, 1, 2, 12 })
+            {
+                foreach (var length in new[] { 0, 17, 33, 40_000 }) data.Add(backend, count, length);
+            }
+        }
+        return data;
+    }
+
+    [Theory, MemberData(nameof(SourceCounts))]
+    public void WeightedSum_AnySourceCount_MatchesReference(string backend, int count, int length)
+    {
+        using var twin = new Twin(backend);
+        var sources = Enumerable.Range(0, count).Select(_ => twin.Random(length)).ToArray();
+        var weights = twin.RandomValues(count);
+        // Garbage in the destination must be overwritten, with zeros when there is no source.
+        var output = twin.Random(length);
+        twin.Reference.WeightedSum(sources.Select(s => s.Reference).ToArray(), weights, output.Reference);
+        twin.Device.WeightedSum(sources.Select(s => s.Device).ToArray(), weights, output.Device);
+        twin.AssertClose(output, 1e-6f * (count + 1), 1e-6f, $"weighted sum of {count}");
+    }
+
+    [Theory, MemberData(nameof(TestBackends.All), MemberType = typeof(TestBackends))]
+    public void SumOfSquares_LongVector_SameResultEveryCall(string backend)
+    {
+        // The chunks' partial sums are combined in a fixed order, whichever threads computed them.
+        using var twin = new Twin(backend);
+        var x = twin.Random(1_000_003, 3f);
+        var first = twin.Device.SumOfSquares(x.Device);
+        for (var i = 0; i < 20; i++) Assert.Equal(first, twin.Device.SumOfSquares(x.Device));
+    }
 }
