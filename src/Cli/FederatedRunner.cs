@@ -68,7 +68,7 @@ internal static class FederatedRunner
                         task.Description = string.Create(CultureInfo.InvariantCulture,
                             $"{method} round {round + 1}/{job.Rounds} client {client} step {step.Step + 1} loss {step.Loss:0.000}");
                     },
-                    onRound: result => AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, 
+                    onRound: result => AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
                         $"  round {result.Round + 1}: held-out {result.Evaluation["all"]:0.0000}, clients' train loss {result.Clients.Average(c => c.MeanLoss):0.000}, down {CommonOptions.Megabytes(result.DownloadBytes)} MB, up {CommonOptions.Megabytes(result.UploadBytes)} MB, {result.Seconds:0.0} s"));
             });
         watch.Stop();
@@ -143,16 +143,40 @@ internal static class FederatedRunner
         {
             job = new
             {
-                job.Ranks, job.Ratios, job.GlobalRank, job.Alpha, targets = job.Targets.ToString(), job.Rounds, job.ClientsPerRound,
-                localSteps = job.Local.Steps, learningRate = job.Local.LearningRate, job.Batch, job.Context, job.Partition, job.ClientCount,
-                model = Path.GetFileName(job.ModelPath), job.Device, job.Seed,
+                job.Ranks,
+                job.Ratios,
+                job.GlobalRank,
+                job.Alpha,
+                targets = job.Targets.ToString(),
+                job.Rounds,
+                job.ClientsPerRound,
+                localSteps = job.Local.Steps,
+                learningRate = job.Local.LearningRate,
+                job.Batch,
+                job.Context,
+                job.Partition,
+                job.ClientCount,
+                model = Path.GetFileName(job.ModelPath),
+                job.Device,
+                job.Seed,
             },
             runs = runs.Select(run => new
             {
-                run.Method, run.Budgets, initial = run.Initial, run.FinalLoss, run.BestLoss, run.DownloadBytes, run.UploadBytes, run.Seconds,
+                run.Method,
+                run.Budgets,
+                initial = run.Initial,
+                run.FinalLoss,
+                run.BestLoss,
+                run.DownloadBytes,
+                run.UploadBytes,
+                run.Seconds,
                 rounds = run.Rounds.Select(round => new
                 {
-                    round = round.Round + 1, evaluation = round.Evaluation, round.DownloadBytes, round.UploadBytes, round.Seconds,
+                    round = round.Round + 1,
+                    evaluation = round.Evaluation,
+                    round.DownloadBytes,
+                    round.UploadBytes,
+                    round.Seconds,
                     clients = round.Clients.Select(c => new { c.ClientId, c.Rank, c.MeanLoss, c.DownloadBytes, c.UploadBytes }),
                 }),
             }),

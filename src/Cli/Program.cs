@@ -1,5 +1,5 @@
-using System.Globalization;
 using System.CommandLine;
+using System.Globalization;
 using FedLora.Cli;
 using FedLora.Lora.Safetensors;
 using Spectre.Console;

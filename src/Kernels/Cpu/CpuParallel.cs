@@ -21,7 +21,7 @@ internal static unsafe class CpuParallel
     private static readonly int WorkerCount = Math.Max(0, Environment.ProcessorCount - 1);
     private static readonly SemaphoreSlim Wake = new(0, int.MaxValue);
 
-    [ThreadStatic] private static bool s_insideTask;
+    [ThreadStatic] private static bool t_insideTask;
 
     private static void* s_job;
     private static delegate*<void*, int, void> s_execute;
@@ -47,7 +47,7 @@ internal static unsafe class CpuParallel
     public static void For<TJob>(int taskCount, ref TJob job) where TJob : unmanaged, IParallelJob
     {
         if (taskCount <= 0) return;
-        if (taskCount == 1 || WorkerCount == 0 || s_insideTask || !Monitor.TryEnter(Gate))
+        if (taskCount == 1 || WorkerCount == 0 || t_insideTask || !Monitor.TryEnter(Gate))
         {
             for (var i = 0; i < taskCount; i++) job.Execute(i);
             return;
@@ -89,7 +89,7 @@ internal static unsafe class CpuParallel
 
     private static void RunTasks()
     {
-        s_insideTask = true;
+        t_insideTask = true;
         try
         {
             int index;
@@ -97,7 +97,7 @@ internal static unsafe class CpuParallel
         }
         finally
         {
-            s_insideTask = false;
+            t_insideTask = false;
         }
     }
 
