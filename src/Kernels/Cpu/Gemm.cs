@@ -1,0 +1,315 @@
+using System.Runtime.CompilerServices;
+
+namespace FedLora.Kernels.Cpu;
+
+/// <summary>
+/// Where a GEMM writes: element (i, j) of the (M,N) result lives at
+/// Data[row(i) * RowStride + col(j) * ColStride], row(i) = RowIndex[i] (or i), col(j) = ColIndex[j] (or j).
+/// Plain row-major output has ColStride 1 and no index maps; the maps scatter LoRA gradients into
+/// the adapter's columns or rows I.
+/// </summary>
+internal unsafe struct GemmOutput
+{
+    public float* Data;
+    public nint RowStride;
+    public nint ColStride;
+    public int* RowIndex;
+    public int* ColIndex;
+
+    public static GemmOutput RowMajor(float* data, nint rowStride) => new() { Data = data, RowStride = rowStride, ColStride = 1 };
+
+    public readonly bool IsDirect => ColStride == 1 && RowIndex == null && ColIndex == null;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly float* At(int i, int j) =>
+        Data + (RowIndex == null ? i : RowIndex[i]) * RowStride + (ColIndex == null ? j : ColIndex[j]) * ColStride;
+
+    public readonly GemmOutput Transposed() =>
+        new() { Data = Data, RowStride = ColStride, ColStride = RowStride, RowIndex = ColIndex, ColIndex = RowIndex };
+}
+
+/// <summary>
+/// FedLora's one GEMM engine: c(M,N) (+)= a(M,K) b(K,N) [+ bias(N)], where a and b are
+/// <see cref="GemmOperand"/>s (a read as (i = row, p), b as (i = column, p)) so that packing absorbs
+/// every transpose, index set and per-K weight.
+/// </summary>
+/// <remarks>
+/// <para>Blocking (BLIS's loop nest, with the column loop split in chunks): for each chunk of NC
+/// columns, all of b's chunk is packed once, in parallel, into NR-wide micro-panels that hold the whole
+/// K; then output tiles of (MT rows, a run of micro-panels) are tasks. A task walks K in blocks of KC:
+/// it packs its MT x KC block of a (L2-resident) into MR-wide micro-panels, then for each micro-panel
+/// of b (kept in L1 across the inner loop) runs the micro-kernel over its MR-row panels.</para>
+/// <para>Determinism: each output element belongs to exactly one task, which adds its K blocks in
+/// order, so results never depend on which thread ran what.</para>
+/// <para>Edge tiles: packed panels are zero-padded, the micro-kernel always computes a full MR x NR tile,
+/// and partial tiles (or scattered outputs) go through a small tile buffer.</para>
+/// </remarks>
+internal static unsafe class Gemm
+{
+    /// <summary>The micro-kernel for the vector width in use: its tile, its blocking and its code.</summary>
+    private readonly struct Shape(int mr, int nr, int kc, int mt, delegate*<int, float*, float*, float*, nint, float*, bool, void> kernel)
+    {
+        public readonly int MR = mr;
+        public readonly int NR = nr;
+        public readonly int KC = kc;
+        public readonly int MT = mt;
+        public readonly delegate*<int, float*, float*, float*, nint, float*, bool, void> Kernel = kernel;
+    }
+
+    private static readonly Shape Selected =
+        SimdWidth.Use512 ? new Shape(8, 32, 256, 128, &GemmKernels.Kernel8x32)
+        : SimdWidth.Use256 ? new Shape(6, 16, 256, 96, &GemmKernels.Kernel6x16)
+        : SimdWidth.Use128 ? new Shape(6, 8, 256, 96, &GemmKernels.Kernel6x8)
+        : new Shape(4, 4, 256, 64, &GemmKernels.Kernel4x4);
+
+    /// <summary>Floats of packed b kept at once: K x NC for one column chunk (8 MB, within L3).</summary>
+    private const int PackedBBudget = 2 << 20;
+
+    /// <summary>Below this many multiply-adds a GEMM runs on the calling thread only.</summary>
+    private const long SerialWork = 1 << 18;
+
+    /// <summary>Tile of the micro-kernel, for tests and benchmarks.</summary>
+    public static (int MR, int NR) Tile => (Selected.MR, Selected.NR);
+
+    /// <summary>
+    /// c(M,N) = a b + bias, or c += a b when <paramref name="accumulate"/>. a is (M,K) as an operand of
+    /// rows i, b is (K,N) as an operand of columns i. bias (N) may be null and is only read when
+    /// overwriting. rowSums (M), if not null, receives += the row sums of a (a bias gradient folded
+    /// into packing: with a = dy^T they are colsum(dy)).
+    /// </summary>
+    public static void Run(int m, int n, int k, in GemmOperand a, in GemmOperand b, in GemmOutput c,
+        bool accumulate, float* bias = null, float* rowSums = null)
+    {
+        if (m == 0 || n == 0) return;
+        if (k == 0)
+        {
+            if (!accumulate) WriteBias(m, n, c, bias);
+            return;
+        }
+        var shape = Selected;
+        // c^T = b^T a^T: run the orientation that wastes fewer lanes on padding (a LoRA hidden
+        // product of width k = 4 belongs on the MR side, not in a 32-wide vector).
+        if (bias == null && rowSums == null && Padded(n, shape.MR) * Padded(m, shape.NR) < Padded(m, shape.MR) * Padded(n, shape.NR))
+        {
+            Blocked(n, m, k, b, a, c.Transposed(), accumulate, null, null, shape);
+        }
+        else
+        {
+            Blocked(m, n, k, a, b, c, accumulate, bias, rowSums, shape);
+        }
+    }
+
+    private static long Padded(int size, int tile) => (size + tile - 1) / tile * (long)tile;
+
+    private static void WriteBias(int m, int n, in GemmOutput c, float* bias)
+    {
+        for (var i = 0; i < m; i++)
+        {
+            for (var j = 0; j < n; j++) *c.At(i, j) = bias == null ? 0f : bias[j];
+        }
+    }
+
+    private static void Blocked(int m, int n, int k, in GemmOperand a, in GemmOperand b, in GemmOutput c,
+        bool accumulate, float* bias, float* rowSums, in Shape shape)
+    {
+        var nr = shape.NR;
+        var chunk = Math.Max(nr, PackedBBudget / k / nr * nr);
+        chunk = Math.Min(chunk, (n + nr - 1) / nr * nr);
+        var packedB = GemmWorkspace.Caller.PackedB((long)k * chunk);
+        var serial = (long)m * n * k <= SerialWork;
+        for (var n0 = 0; n0 < n; n0 += chunk)
+        {
+            var nc = Math.Min(chunk, n - n0);
+            var panels = (nc + nr - 1) / nr;
+
+            var pack = new PackBJob
+            {
+                B = b,
+                K = k,
+                N0 = n0,
+                Nc = nc,
+                NR = nr,
+                Dst = packedB,
+                PanelsPerTask = serial ? panels : Math.Max(1, (panels + 4 * CpuParallel.ThreadCount - 1) / (4 * CpuParallel.ThreadCount)),
+            };
+            CpuParallel.For((panels + pack.PanelsPerTask - 1) / pack.PanelsPerTask, ref pack);
+
+            var job = new ComputeJob
+            {
+                A = a,
+                C = c,
+                PackedB = packedB,
+                M = m,
+                K = k,
+                N0 = n0,
+                Nc = nc,
+                Shape = shape,
+                Accumulate = accumulate,
+                Bias = bias,
+                RowSums = n0 == 0 ? rowSums : null,
+            };
+            job.Split(panels, serial ? 1 : 4 * CpuParallel.ThreadCount);
+            CpuParallel.For(job.RowBlocks * job.ColBlocks, ref job);
+        }
+    }
+
+    /// <summary>Packs micro-panels [task*PanelsPerTask, ...) of b's column chunk, each over the whole K.</summary>
+    private struct PackBJob : IParallelJob
+    {
+        public GemmOperand B;
+        public int K, N0, Nc, NR, PanelsPerTask;
+        public float* Dst;
+
+        public readonly void Execute(int index)
+        {
+            var first = index * PanelsPerTask;
+            var last = Math.Min(first + PanelsPerTask, (Nc + NR - 1) / NR);
+            for (var panel = first; panel < last; panel++)
+            {
+                var j = panel * NR;
+                GemmPack.Panel(B, N0 + j, Math.Min(NR, Nc - j), NR, 0, K, Dst + (nint)panel * K * NR);
+            }
+        }
+    }
+
+    /// <summary>Computes one output tile: MT rows by a run of b's micro-panels, over all of K.</summary>
+    private struct ComputeJob : IParallelJob
+    {
+        public GemmOperand A;
+        public GemmOutput C;
+        public float* PackedB;
+        public int M, K, N0, Nc;
+        public Shape Shape;
+        public bool Accumulate;
+        public float* Bias;
+        public float* RowSums;
+        public int RowBlocks, ColBlocks, RowsPerBlock, PanelsPerBlock;
+
+        /// <summary>Cuts the chunk into about <paramref name="tasks"/> tiles, preferring whole rows of panels.</summary>
+        public void Split(int panels, int tasks)
+        {
+            var mr = Shape.MR;
+            var rowPanels = (M + mr - 1) / mr;
+            var blocks = Math.Min(rowPanels, Math.Max((M + Shape.MT - 1) / Shape.MT, tasks));
+            RowsPerBlock = (rowPanels + blocks - 1) / blocks * mr;
+            RowBlocks = (M + RowsPerBlock - 1) / RowsPerBlock;
+            var colBlocks = Math.Min(panels, Math.Max(1, (tasks + RowBlocks - 1) / RowBlocks));
+            PanelsPerBlock = (panels + colBlocks - 1) / colBlocks;
+            ColBlocks = (panels + PanelsPerBlock - 1) / PanelsPerBlock;
+        }
+
+        public readonly void Execute(int index)
+        {
+            var mr = Shape.MR;
+            var nr = Shape.NR;
+            var kcMax = Shape.KC;
+            var rowBlock = index / ColBlocks;
+            var colBlock = index % ColBlocks;
+            var i0 = rowBlock * RowsPerBlock;
+            var rows = Math.Min(RowsPerBlock, M - i0);
+            var rowPanels = (rows + mr - 1) / mr;
+            var firstPanel = colBlock * PanelsPerBlock;
+            var lastPanel = Math.Min(firstPanel + PanelsPerBlock, (Nc + nr - 1) / nr);
+            var packedA = GemmWorkspace.Worker.PackedA((long)rowPanels * mr * Math.Min(kcMax, K));
+            var tile = stackalloc float[mr * nr + 16];
+            var direct = C.IsDirect;
+            var sums = colBlock == 0 ? RowSums : null;
+
+            for (var p0 = 0; p0 < K; p0 += kcMax)
+            {
+                var kc = Math.Min(kcMax, K - p0);
+                for (var ip = 0; ip < rowPanels; ip++)
+                {
+                    var i = i0 + ip * mr;
+                    var panel = packedA + (nint)ip * mr * kc;
+                    var valid = Math.Min(mr, i0 + rows - i);
+                    GemmPack.Panel(A, i, valid, mr, p0, kc, panel);
+                    if (sums != null) GemmPack.AddRowSums(panel, valid, mr, kc, sums + i);
+                }
+                var accumulate = Accumulate || p0 > 0;
+                var bias = accumulate ? null : Bias;
+                for (var jp = firstPanel; jp < lastPanel; jp++)
+                {
+                    var jLocal = jp * nr;
+                    var j = N0 + jLocal;
+                    var cols = Math.Min(nr, Nc - jLocal);
+                    var bPanel = PackedB + (nint)jp * K * nr + (nint)p0 * nr;
+                    var columnBias = bias == null ? null : bias + j;
+                    for (var ip = 0; ip < rowPanels; ip++)
+                    {
+                        var i = i0 + ip * mr;
+                        var valid = Math.Min(mr, i0 + rows - i);
+                        var aPanel = packedA + (nint)ip * mr * kc;
+                        if (direct && valid == mr && cols == nr)
+                        {
+                            Shape.Kernel(kc, aPanel, bPanel, C.Data + i * C.RowStride + j, C.RowStride, columnBias, accumulate);
+                        }
+                        else
+                        {
+                            Shape.Kernel(kc, aPanel, bPanel, tile, nr, null, false);
+                            StoreTile(tile, nr, valid, cols, C, i, j, accumulate, columnBias);
+                        }
+                    }
+                }
+            }
+        }
+
+        private static void StoreTile(float* tile, int nr, int rows, int cols, in GemmOutput c, int i0, int j0, bool accumulate, float* bias)
+        {
+            for (var i = 0; i < rows; i++)
+            {
+                for (var j = 0; j < cols; j++)
+                {
+                    var value = tile[i * nr + j];
+                    var to = c.At(i0 + i, j0 + j);
+                    *to = accumulate ? *to + value : bias == null ? value : value + bias[j];
+                }
+            }
+        }
+    }
+}
+
+/// <summary>
+/// Packing buffers, allocated once per thread and grown when a larger GEMM asks (never on the steady
+/// state's hot path). <see cref="Caller"/> holds what one GEMM call shares between its tasks (packed b,
+/// LoRA's hidden products); <see cref="Worker"/> holds one task's packed a.
+/// </summary>
+internal sealed unsafe class GemmWorkspace
+{
+    [ThreadStatic] private static GemmWorkspace? t_caller;
+    [ThreadStatic] private static GemmWorkspace? t_worker;
+
+    private readonly Slot _packedA = new();
+    private readonly Slot _packedB = new();
+    private readonly Slot _scratch = new();
+
+    public static GemmWorkspace Caller => t_caller ??= new GemmWorkspace();
+
+    public static GemmWorkspace Worker => t_worker ??= new GemmWorkspace();
+
+    public float* PackedA(long floats) => _packedA.Get(floats);
+
+    public float* PackedB(long floats) => _packedB.Get(floats);
+
+    public float* Scratch(long floats) => _scratch.Get(floats);
+
+    /// <summary>A pinned array with a 64-byte aligned start.</summary>
+    private sealed class Slot
+    {
+        private float[] _array = [];
+        private float* _aligned;
+        private long _capacity;
+
+        public float* Get(long floats)
+        {
+            if (floats > _capacity)
+            {
+                _array = GC.AllocateUninitializedArray<float>(checked((int)floats + 16), pinned: true);
+                var start = (nint)Unsafe.AsPointer(ref _array[0]);
+                _aligned = (float*)((start + 63) & ~(nint)63);
+                _capacity = floats;
+            }
+            return _aligned;
+        }
+    }
+}
