@@ -127,12 +127,12 @@ public partial class CpuBackend
             WeightAndBiasGrad(n, c, o, dy, x, weightGrad, biasGrad);
             if (loraBGrad is { } dbView && n > 0)
             {
-                // dB[o, I[q]] += s sum_n dy[n,o] t[n,q].
-                var dyT = GemmSource.Strided(dy, 1, o);
-                dyT.Scale = scale;
+                // dB[o, I[q]] += sum_n dy[n,o] (s t[n,q]): the scale rides on the packed side, dy^T is read in place.
+                var hidden = GemmSource.Strided(t, 1, k);
+                hidden.Scale = scale;
                 var output = GemmOutput.RowMajor(GemmViews.Pointer(dbView), rank);
                 output.ColIndex = indices;
-                Gemm.Run(o, k, n, GemmOperand.Plain(dyT, n), GemmOperand.Plain(GemmSource.Strided(t, 1, k), n), output, accumulate: true);
+                Gemm.Run(o, k, n, GemmOperand.Plain(GemmSource.Strided(dy, 1, o), n), GemmOperand.Plain(hidden, n), output, accumulate: true);
             }
             if (loraAGrad is { } daView && n > 0)
             {
@@ -202,6 +202,7 @@ internal static unsafe class GemmViews
     public static void Add(float* x, float* y, int count) => Axpy(1f, x, y, count);
 
     /// <summary>y[0..count) += alpha x[0..count), at the widest vector width allowed.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Axpy(float alpha, float* x, float* y, int count)
     {
         var i = 0;

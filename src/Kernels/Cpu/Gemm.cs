@@ -37,8 +37,9 @@ internal unsafe struct GemmOutput
 /// <para>Blocking (BLIS's loop nest, with the column loop split in chunks): for each chunk of NC
 /// columns, all of b's chunk is packed once, in parallel, into NR-wide micro-panels that hold the whole
 /// K; then output tiles of (MT rows, a run of micro-panels) are tasks. A task walks K in blocks of KC:
-/// it packs its MT x KC block of a (L2-resident) into MR-wide micro-panels, then for each micro-panel
-/// of b (kept in L1 across the inner loop) runs the micro-kernel over its MR-row panels.</para>
+/// its MT x KC block of a (L2-resident) is read in place when a is a plain strided matrix (x, dy,
+/// dy^T), else packed into MR-wide micro-panels; then for each micro-panel of b (kept in L1 across
+/// the inner loop) the micro-kernel runs over the MR-row panels of a.</para>
 /// <para>Determinism: each output element belongs to exactly one task, which adds its K blocks in
 /// order, so results never depend on which thread ran what.</para>
 /// <para>Edge tiles: packed panels are zero-padded, the micro-kernel always computes a full MR x NR tile,
@@ -47,13 +48,13 @@ internal unsafe struct GemmOutput
 internal static unsafe class Gemm
 {
     /// <summary>The micro-kernel for the vector width in use: its tile, its blocking and its code.</summary>
-    private readonly struct Shape(int mr, int nr, int kc, int mt, delegate*<int, float*, float*, float*, nint, float*, bool, void> kernel)
+    private readonly struct Shape(int mr, int nr, int kc, int mt, delegate*<int, float*, nint, nint, int, float*, float*, float*, nint, float*, bool, void> kernel)
     {
         public readonly int MR = mr;
         public readonly int NR = nr;
         public readonly int KC = kc;
         public readonly int MT = mt;
-        public readonly delegate*<int, float*, float*, float*, nint, float*, bool, void> Kernel = kernel;
+        public readonly delegate*<int, float*, nint, nint, int, float*, float*, float*, nint, float*, bool, void> Kernel = kernel;
     }
 
     private static readonly Shape Selected =
@@ -61,6 +62,10 @@ internal static unsafe class Gemm
         : SimdWidth.Use256 ? new Shape(6, 16, 256, 96, &GemmKernels.Kernel6x16)
         : SimdWidth.Use128 ? new Shape(6, 8, 256, 96, &GemmKernels.Kernel6x8)
         : new Shape(4, 4, 256, 64, &GemmKernels.Kernel4x4);
+
+    /// <summary>For GEMMs of at most NR columns (LoRA's hidden products); the same as Selected below 512 bits.</summary>
+    private static readonly Shape Narrow =
+        SimdWidth.Use512 ? new Shape(16, 16, 256, 128, &GemmKernels.Kernel16x16) : Selected;
 
     /// <summary>Floats of packed b kept at once: K x NC for one column chunk (8 MB, within L3).</summary>
     private const int PackedBBudget = 2 << 20;
@@ -86,10 +91,12 @@ internal static unsafe class Gemm
             if (!accumulate) WriteBias(m, n, c, bias);
             return;
         }
-        var shape = Selected;
-        // c^T = b^T a^T: run the orientation that wastes fewer lanes on padding (a LoRA hidden
-        // product of width k = 4 belongs on the MR side, not in a 32-wide vector).
-        if (bias == null && rowSums == null && Padded(n, shape.MR) * Padded(m, shape.NR) < Padded(m, shape.MR) * Padded(n, shape.NR))
+        var shape = n <= Narrow.NR ? Narrow : Selected;
+        // c^T = b^T a^T: run the orientation that wastes fewer lanes on padding (dA = s u^T x, with
+        // k = 4 rows, belongs on the MR side, not in a 32-wide vector). Thin outputs that the narrow
+        // kernel covers stay as they are: their big operand is then read in place, not packed.
+        if (bias == null && rowSums == null && n > Narrow.NR
+            && Padded(n, shape.MR) * Padded(m, shape.NR) < Padded(m, shape.MR) * Padded(n, shape.NR))
         {
             Blocked(n, m, k, b, a, c.Transposed(), accumulate, null, null, shape);
         }
@@ -109,6 +116,7 @@ internal static unsafe class Gemm
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Blocked(int m, int n, int k, in GemmOperand a, in GemmOperand b, in GemmOutput c,
         bool accumulate, float* bias, float* rowSums, in Shape shape)
     {
@@ -160,6 +168,7 @@ internal static unsafe class Gemm
         public int K, N0, Nc, NR, PanelsPerTask;
         public float* Dst;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Execute(int index)
         {
             var first = index * PanelsPerTask;
@@ -198,11 +207,11 @@ internal static unsafe class Gemm
             ColBlocks = (panels + PanelsPerBlock - 1) / PanelsPerBlock;
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Execute(int index)
         {
             var mr = Shape.MR;
             var nr = Shape.NR;
-            var kcMax = Shape.KC;
             var rowBlock = index / ColBlocks;
             var colBlock = index % ColBlocks;
             var i0 = rowBlock * RowsPerBlock;
@@ -210,21 +219,40 @@ internal static unsafe class Gemm
             var rowPanels = (rows + mr - 1) / mr;
             var firstPanel = colBlock * PanelsPerBlock;
             var lastPanel = Math.Min(firstPanel + PanelsPerBlock, (Nc + nr - 1) / nr);
-            var packedA = GemmWorkspace.Worker.PackedA((long)rowPanels * mr * Math.Min(kcMax, K));
+            // A short tail of K (LoRA's k ranks) rides along the last block of the head, in the same
+            // kernel call: no second pass over c.
+            var tailK = K - A.HeadK;
+            var mergeTail = A.HeadK > 0 && tailK > 0 && tailK <= Shape.KC;
+            var panelFloats = (nint)mr * (Math.Min(Shape.KC, K) + (mergeTail ? tailK : 0));
+            var packedA = GemmWorkspace.Worker.PackedA(rowPanels * panelFloats);
+            var panels = stackalloc APanel[rowPanels];
             var tile = stackalloc float[mr * nr + 16];
             var direct = C.IsDirect;
             var sums = colBlock == 0 ? RowSums : null;
+            var headInPlace = GemmPack.ReadsInPlace(A.Head);
 
-            for (var p0 = 0; p0 < K; p0 += kcMax)
+            for (var p0 = 0; p0 < K;)
             {
-                var kc = Math.Min(kcMax, K - p0);
+                var inHead = p0 < A.HeadK;
+                var kc = Math.Min(Shape.KC, (inHead ? A.HeadK : K) - p0);
+                var kcTail = mergeTail && inHead && p0 + kc == A.HeadK ? tailK : 0;
                 for (var ip = 0; ip < rowPanels; ip++)
                 {
                     var i = i0 + ip * mr;
-                    var panel = packedA + (nint)ip * mr * kc;
                     var valid = Math.Min(mr, i0 + rows - i);
-                    GemmPack.Panel(A, i, valid, mr, p0, kc, panel);
-                    if (sums != null) GemmPack.AddRowSums(panel, valid, mr, kc, sums + i);
+                    var buffer = packedA + ip * panelFloats;
+                    if (inHead && headInPlace && valid == mr)
+                    {
+                        var head = A.Head;
+                        panels[ip] = new APanel(head.Data + i * head.RowStride + p0 * head.KStride, head.RowStride, head.KStride, kc, kcTail, buffer);
+                        if (kcTail > 0) GemmPack.Panel(A, i, valid, mr, A.HeadK, kcTail, buffer);
+                    }
+                    else
+                    {
+                        GemmPack.Panel(A, i, valid, mr, p0, kc + kcTail, buffer);
+                        panels[ip] = new APanel(buffer, 1, mr, kc + kcTail, 0, null);
+                    }
+                    if (sums != null) GemmPack.AddRowSums(A, i, valid, p0, kc + kcTail, sums + i);
                 }
                 var accumulate = Accumulate || p0 > 0;
                 var bias = accumulate ? null : Bias;
@@ -239,23 +267,43 @@ internal static unsafe class Gemm
                     {
                         var i = i0 + ip * mr;
                         var valid = Math.Min(mr, i0 + rows - i);
-                        var aPanel = packedA + (nint)ip * mr * kc;
+                        ref readonly var a = ref panels[ip];
                         if (direct && valid == mr && cols == nr)
                         {
-                            Shape.Kernel(kc, aPanel, bPanel, C.Data + i * C.RowStride + j, C.RowStride, columnBias, accumulate);
+                            Shape.Kernel(a.Kc, a.Data, a.RowStride, a.KStride, a.KcTail, a.Tail, bPanel,
+                                C.Data + i * C.RowStride + j, C.RowStride, columnBias, accumulate);
                         }
                         else
                         {
-                            Shape.Kernel(kc, aPanel, bPanel, tile, nr, null, false);
+                            Shape.Kernel(a.Kc, a.Data, a.RowStride, a.KStride, a.KcTail, a.Tail, bPanel, tile, nr, null, false);
                             StoreTile(tile, nr, valid, cols, C, i, j, accumulate, columnBias);
                         }
                     }
                 }
+                p0 += kc + kcTail;
             }
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private static void StoreTile(float* tile, int nr, int rows, int cols, in GemmOutput c, int i0, int j0, bool accumulate, float* bias)
         {
+            if (c.IsDirect)
+            {
+                for (var i = 0; i < rows; i++)
+                {
+                    var from = tile + i * nr;
+                    var to = c.Data + (i0 + i) * c.RowStride + j0;
+                    if (accumulate)
+                    {
+                        for (var j = 0; j < cols; j++) to[j] += from[j];
+                    }
+                    else
+                    {
+                        for (var j = 0; j < cols; j++) to[j] = bias == null ? from[j] : from[j] + bias[j];
+                    }
+                }
+                return;
+            }
             for (var i = 0; i < rows; i++)
             {
                 for (var j = 0; j < cols; j++)
@@ -267,6 +315,20 @@ internal static unsafe class Gemm
             }
         }
     }
+}
+
+/// <summary>
+/// Where the micro-kernel reads one MR-row panel of a for one K block: Kc entries in place at
+/// Data[i*RowStride + p*KStride] (or packed: strides 1, MR), then KcTail packed entries at Tail.
+/// </summary>
+internal readonly unsafe struct APanel(float* data, nint rowStride, nint kStride, int kc, int kcTail, float* tail)
+{
+    public readonly float* Data = data;
+    public readonly nint RowStride = rowStride;
+    public readonly nint KStride = kStride;
+    public readonly int Kc = kc;
+    public readonly int KcTail = kcTail;
+    public readonly float* Tail = tail;
 }
 
 /// <summary>

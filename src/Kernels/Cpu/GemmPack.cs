@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace FedLora.Kernels.Cpu;
 
@@ -52,6 +53,7 @@ internal unsafe struct GemmOperand
 internal static unsafe class GemmPack
 {
     /// <summary>Packs rows [i0, i0+rows) of <paramref name="operand"/> (zero rows up to width) over K entries [p0, p0+kc).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Panel(in GemmOperand operand, int i0, int rows, int width, int p0, int kc, float* dst)
     {
         var headEnd = Math.Min(p0 + kc, operand.HeadK);
@@ -66,11 +68,17 @@ internal static unsafe class GemmPack
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Source(in GemmSource s, int i0, int rows, int width, int p0, int kc, float* dst)
     {
         if (s.RowStride == 1 && s.RowIndex == null)
         {
             // i is contiguous: each K entry is one run of `rows` floats (dy^T, x^T, W as B of dy W).
+            if (rows == width && s.KIndex == null && s.KScale == null && s.Scale == 1f)
+            {
+                CopyRuns(s.Data + i0 + p0 * s.KStride, s.KStride, width, kc, dst);
+                return;
+            }
             for (var p = 0; p < kc; p++)
             {
                 var col = s.KIndex == null ? p0 + p : s.KIndex[p0 + p];
@@ -94,10 +102,15 @@ internal static unsafe class GemmPack
         {
             var data = s.Data + p0;
             var scale = s.Scale;
+            var done = 0;
+            if (Avx.IsSupported && SimdWidth.Use256)
+            {
+                for (; done + 8 <= rows; done += 8) Transpose8(data, rowStarts + done, kc, scale, dst + done, width);
+            }
             for (var p = 0; p < kc; p++)
             {
                 var to = dst + (nint)p * width;
-                for (var i = 0; i < rows; i++) to[i] = scale * data[rowStarts[i] + p];
+                for (var i = done; i < rows; i++) to[i] = scale * data[rowStarts[i] + p];
                 for (var i = rows; i < width; i++) to[i] = 0f;
             }
             return;
@@ -109,6 +122,87 @@ internal static unsafe class GemmPack
             var to = dst + (nint)p * width;
             for (var i = 0; i < rows; i++) to[i] = scale * s.Data[rowStarts[i] + col];
             for (var i = rows; i < width; i++) to[i] = 0f;
+        }
+    }
+
+    /// <summary>dst[p*width + i] = from[p*stride + i] for i &lt; width, p &lt; kc: one vector run per K entry.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void CopyRuns(float* from, nint stride, int width, int kc, float* dst)
+    {
+        if (SimdWidth.Use512 && width % 16 == 0)
+        {
+            for (var p = 0; p < kc; p++, from += stride, dst += width)
+            {
+                for (var i = 0; i < width; i += 16) Vector512.Store(Vector512.Load(from + i), dst + i);
+            }
+        }
+        else if (SimdWidth.Use256 && width % 8 == 0)
+        {
+            for (var p = 0; p < kc; p++, from += stride, dst += width)
+            {
+                for (var i = 0; i < width; i += 8) Vector256.Store(Vector256.Load(from + i), dst + i);
+            }
+        }
+        else
+        {
+            for (var p = 0; p < kc; p++, from += stride, dst += width)
+            {
+                for (var i = 0; i < width; i++) dst[i] = from[i];
+            }
+        }
+    }
+
+    /// <summary>
+    /// Eight rows read along p, written as eight-float columns: dst[p*width + i] = scale * data[rowStarts[i] + p]
+    /// for i &lt; 8, in 8x8 blocks transposed in registers (unpack, shuffle, 128-bit permute), the last
+    /// kc % 8 entries one by one.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Transpose8(float* data, nint* rowStarts, int kc, float scale, float* dst, int width)
+    {
+        float* r0 = data + rowStarts[0], r1 = data + rowStarts[1], r2 = data + rowStarts[2], r3 = data + rowStarts[3];
+        float* r4 = data + rowStarts[4], r5 = data + rowStarts[5], r6 = data + rowStarts[6], r7 = data + rowStarts[7];
+        var s = Vector256.Create(scale);
+        var p = 0;
+        for (; p + 8 <= kc; p += 8)
+        {
+            var t0 = Avx.UnpackLow(Vector256.Load(r0 + p), Vector256.Load(r1 + p));
+            var t1 = Avx.UnpackHigh(Vector256.Load(r0 + p), Vector256.Load(r1 + p));
+            var t2 = Avx.UnpackLow(Vector256.Load(r2 + p), Vector256.Load(r3 + p));
+            var t3 = Avx.UnpackHigh(Vector256.Load(r2 + p), Vector256.Load(r3 + p));
+            var t4 = Avx.UnpackLow(Vector256.Load(r4 + p), Vector256.Load(r5 + p));
+            var t5 = Avx.UnpackHigh(Vector256.Load(r4 + p), Vector256.Load(r5 + p));
+            var t6 = Avx.UnpackLow(Vector256.Load(r6 + p), Vector256.Load(r7 + p));
+            var t7 = Avx.UnpackHigh(Vector256.Load(r6 + p), Vector256.Load(r7 + p));
+            var u0 = Avx.Shuffle(t0, t2, 0x44);
+            var u1 = Avx.Shuffle(t0, t2, 0xEE);
+            var u2 = Avx.Shuffle(t1, t3, 0x44);
+            var u3 = Avx.Shuffle(t1, t3, 0xEE);
+            var u4 = Avx.Shuffle(t4, t6, 0x44);
+            var u5 = Avx.Shuffle(t4, t6, 0xEE);
+            var u6 = Avx.Shuffle(t5, t7, 0x44);
+            var u7 = Avx.Shuffle(t5, t7, 0xEE);
+            var to = dst + (nint)p * width;
+            (s * Avx.Permute2x128(u0, u4, 0x20)).Store(to);
+            (s * Avx.Permute2x128(u1, u5, 0x20)).Store(to + width);
+            (s * Avx.Permute2x128(u2, u6, 0x20)).Store(to + 2 * width);
+            (s * Avx.Permute2x128(u3, u7, 0x20)).Store(to + 3 * width);
+            (s * Avx.Permute2x128(u0, u4, 0x31)).Store(to + 4 * width);
+            (s * Avx.Permute2x128(u1, u5, 0x31)).Store(to + 5 * width);
+            (s * Avx.Permute2x128(u2, u6, 0x31)).Store(to + 6 * width);
+            (s * Avx.Permute2x128(u3, u7, 0x31)).Store(to + 7 * width);
+        }
+        for (; p < kc; p++)
+        {
+            var to = dst + (nint)p * width;
+            to[0] = scale * r0[p];
+            to[1] = scale * r1[p];
+            to[2] = scale * r2[p];
+            to[3] = scale * r3[p];
+            to[4] = scale * r4[p];
+            to[5] = scale * r5[p];
+            to[6] = scale * r6[p];
+            to[7] = scale * r7[p];
         }
     }
 
@@ -135,14 +229,38 @@ internal static unsafe class GemmPack
         for (; i < count; i++) to[i] = scale * from[i];
     }
 
-    /// <summary>sums[i] += sum over p of panel[p*width + i], for the first <paramref name="rows"/> rows (in p order).</summary>
-    public static void AddRowSums(float* panel, int rows, int width, int kc, float* sums)
+    /// <summary>
+    /// True when the micro-kernel can read the source in place, element (i,p) at Data[i*RowStride + p*KStride]
+    /// with one of the strides 1: no index map, no weight, no scale.
+    /// </summary>
+    public static bool ReadsInPlace(in GemmSource s) =>
+        s.RowIndex == null && s.KIndex == null && s.KScale == null && s.Scale == 1f && (s.KStride == 1 || s.RowStride == 1);
+
+    /// <summary>sums[i] += sum over p in [p0, p0+kc) of operand(i0+i, p), for i &lt; rows, in p order.</summary>
+    public static void AddRowSums(in GemmOperand operand, int i0, int rows, int p0, int kc, float* sums)
     {
-        for (var i = 0; i < rows; i++)
+        var headEnd = Math.Min(p0 + kc, operand.HeadK);
+        if (headEnd > p0) AddRowSums(operand.Head, i0, rows, p0, headEnd - p0, sums);
+        var tailStart = Math.Max(p0, operand.HeadK);
+        if (p0 + kc > tailStart) AddRowSums(operand.Tail, i0, rows, tailStart - operand.HeadK, p0 + kc - tailStart, sums);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void AddRowSums(in GemmSource s, int i0, int rows, int p0, int kc, float* sums)
+    {
+        for (var p = p0; p < p0 + kc; p++)
         {
-            var sum = 0f;
-            for (var p = 0; p < kc; p++) sum += panel[(nint)p * width + i];
-            sums[i] += sum;
+            var col = (s.KIndex == null ? p : s.KIndex[p]) * s.KStride;
+            var scale = s.KScale == null ? s.Scale : s.Scale * s.KScale[p];
+            if (s.RowStride == 1 && s.RowIndex == null)
+            {
+                GemmViews.Axpy(scale, s.Data + i0 + col, sums, rows);
+                continue;
+            }
+            for (var i = 0; i < rows; i++)
+            {
+                sums[i] += scale * s.Data[(s.RowIndex == null ? i0 + i : s.RowIndex[i0 + i]) * s.RowStride + col];
+            }
         }
     }
 }
