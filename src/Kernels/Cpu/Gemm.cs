@@ -70,11 +70,11 @@ internal static unsafe class Gemm
     /// <summary>Floats of packed b kept at once: K x NC for one column chunk (8 MB, within L3).</summary>
     private const int PackedBBudget = 2 << 20;
 
-    /// <summary>Below this many multiply-adds a GEMM runs on the calling thread only.</summary>
-    private const long SerialWork = 1 << 18;
+    /// <summary>Floats in one core's L2 (1 MB on Zen 5; the tile sizes only need the order of magnitude).</summary>
+    private const int L2Floats = 1 << 18;
 
-    /// <summary>Tile of the micro-kernel, for tests and benchmarks.</summary>
-    public static (int MR, int NR) Tile => (Selected.MR, Selected.NR);
+    /// <summary>Below this many multiply-adds (about 10 us on one core) a GEMM runs on the calling thread only.</summary>
+    private const long SerialWork = 1 << 20;
 
     /// <summary>
     /// c(M,N) = a b + bias, or c += a b when <paramref name="accumulate"/>. a is (M,K) as an operand of
@@ -194,12 +194,16 @@ internal static unsafe class Gemm
         public float* RowSums;
         public int RowBlocks, ColBlocks, RowsPerBlock, PanelsPerBlock;
 
-        /// <summary>Cuts the chunk into about <paramref name="tasks"/> tiles, preferring whole rows of panels.</summary>
+        /// <summary>
+        /// Cuts the chunk into about <paramref name="tasks"/> tiles, preferring whole rows of panels, with
+        /// at most MT rows and no more rows than keep the tile's a (rows x K) within half of L2.
+        /// </summary>
         public void Split(int panels, int tasks)
         {
             var mr = Shape.MR;
             var rowPanels = (M + mr - 1) / mr;
-            var blocks = Math.Min(rowPanels, Math.Max((M + Shape.MT - 1) / Shape.MT, tasks));
+            var mt = Math.Clamp(L2Floats / 2 / K / mr * mr, mr, Shape.MT);
+            var blocks = Math.Min(rowPanels, Math.Max((M + mt - 1) / mt, tasks));
             RowsPerBlock = (rowPanels + blocks - 1) / blocks * mr;
             RowBlocks = (M + RowsPerBlock - 1) / RowsPerBlock;
             var colBlocks = Math.Min(panels, Math.Max(1, (tasks + RowBlocks - 1) / RowBlocks));
@@ -207,6 +211,12 @@ internal static unsafe class Gemm
             ColBlocks = (panels + PanelsPerBlock - 1) / PanelsPerBlock;
         }
 
+        /// <summary>
+        /// The tile's loop nest: for each micro-panel of b, for each K block, for each MR-row panel of a.
+        /// The c tile (rows x NR) stays in L1 across the K blocks, the tile's a (rows x K, read in place
+        /// or packed once up front) in L2 across the micro-panels of b, and each KC x NR micro-panel of
+        /// b in L1 across the row panels.
+        /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Execute(int index)
         {
@@ -220,67 +230,72 @@ internal static unsafe class Gemm
             var firstPanel = colBlock * PanelsPerBlock;
             var lastPanel = Math.Min(firstPanel + PanelsPerBlock, (Nc + nr - 1) / nr);
             // A short tail of K (LoRA's k ranks) rides along the last block of the head, in the same
-            // kernel call: no second pass over c.
+            // kernel call: no extra pass over c.
             var tailK = K - A.HeadK;
             var mergeTail = A.HeadK > 0 && tailK > 0 && tailK <= Shape.KC;
-            var panelFloats = (nint)mr * (Math.Min(Shape.KC, K) + (mergeTail ? tailK : 0));
-            var packedA = GemmWorkspace.Worker.PackedA(rowPanels * panelFloats);
-            var panels = stackalloc APanel[rowPanels];
+            var head = A.Head;
+            var headInPlace = GemmPack.ReadsInPlace(head);
             var tile = stackalloc float[mr * nr + 16];
             var direct = C.IsDirect;
-            var sums = colBlock == 0 ? RowSums : null;
-            var headInPlace = GemmPack.ReadsInPlace(A.Head);
 
-            for (var p0 = 0; p0 < K;)
+            // What the kernel cannot read in place is packed once, over all of K: packed panel ip holds
+            // K x MR floats at packedA + ip*MR*K (for an in-place panel, only its tail entries).
+            var packedA = GemmWorkspace.Worker.PackedA((long)rowPanels * mr * K);
+            for (var ip = 0; ip < rowPanels; ip++)
             {
-                var inHead = p0 < A.HeadK;
-                var kc = Math.Min(Shape.KC, (inHead ? A.HeadK : K) - p0);
-                var kcTail = mergeTail && inHead && p0 + kc == A.HeadK ? tailK : 0;
-                for (var ip = 0; ip < rowPanels; ip++)
+                var i = i0 + ip * mr;
+                var valid = Math.Min(mr, i0 + rows - i);
+                var panel = packedA + (nint)ip * mr * K;
+                if (!headInPlace || valid < mr)
                 {
-                    var i = i0 + ip * mr;
-                    var valid = Math.Min(mr, i0 + rows - i);
-                    var buffer = packedA + ip * panelFloats;
-                    if (inHead && headInPlace && valid == mr)
-                    {
-                        var head = A.Head;
-                        panels[ip] = new APanel(head.Data + i * head.RowStride + p0 * head.KStride, head.RowStride, head.KStride, kc, kcTail, buffer);
-                        if (kcTail > 0) GemmPack.Panel(A, i, valid, mr, A.HeadK, kcTail, buffer);
-                    }
-                    else
-                    {
-                        GemmPack.Panel(A, i, valid, mr, p0, kc + kcTail, buffer);
-                        panels[ip] = new APanel(buffer, 1, mr, kc + kcTail, 0, null);
-                    }
-                    if (sums != null) GemmPack.AddRowSums(A, i, valid, p0, kc + kcTail, sums + i);
+                    GemmPack.Panel(A, i, valid, mr, 0, K, panel);
                 }
-                var accumulate = Accumulate || p0 > 0;
-                var bias = accumulate ? null : Bias;
-                for (var jp = firstPanel; jp < lastPanel; jp++)
+                else if (tailK > 0)
                 {
-                    var jLocal = jp * nr;
-                    var j = N0 + jLocal;
-                    var cols = Math.Min(nr, Nc - jLocal);
-                    var bPanel = PackedB + (nint)jp * K * nr + (nint)p0 * nr;
-                    var columnBias = bias == null ? null : bias + j;
+                    GemmPack.Panel(A, i, valid, mr, A.HeadK, tailK, panel + (nint)A.HeadK * mr);
+                }
+                if (colBlock == 0 && RowSums != null) GemmPack.AddRowSums(A, i, valid, 0, K, RowSums + i);
+            }
+
+            for (var jp = firstPanel; jp < lastPanel; jp++)
+            {
+                var jLocal = jp * nr;
+                var j = N0 + jLocal;
+                var cols = Math.Min(nr, Nc - jLocal);
+                var bColumn = PackedB + (nint)jp * K * nr;
+                for (var p0 = 0; p0 < K;)
+                {
+                    var inHead = p0 < A.HeadK;
+                    var kc = Math.Min(Shape.KC, (inHead ? A.HeadK : K) - p0);
+                    var kcTail = mergeTail && inHead && p0 + kc == A.HeadK ? tailK : 0;
+                    var accumulate = Accumulate || p0 > 0;
+                    var columnBias = accumulate || Bias == null ? null : Bias + j;
+                    var bPanel = bColumn + (nint)p0 * nr;
                     for (var ip = 0; ip < rowPanels; ip++)
                     {
                         var i = i0 + ip * mr;
                         var valid = Math.Min(mr, i0 + rows - i);
-                        ref readonly var a = ref panels[ip];
+                        var panel = packedA + (nint)ip * mr * K;
+                        // In place: kc entries at a[i*ars + p*aks], then kcTail packed ones; else all packed.
+                        var inPlace = inHead && headInPlace && valid == mr;
+                        var a = inPlace ? head.Data + i * head.RowStride + p0 * head.KStride : panel + (nint)p0 * mr;
+                        var ars = inPlace ? head.RowStride : 1;
+                        var aks = inPlace ? head.KStride : mr;
+                        var kcIn = inPlace ? kc : kc + kcTail;
+                        var kcPacked = inPlace ? kcTail : 0;
+                        var aTail = panel + (nint)A.HeadK * mr;
                         if (direct && valid == mr && cols == nr)
                         {
-                            Shape.Kernel(a.Kc, a.Data, a.RowStride, a.KStride, a.KcTail, a.Tail, bPanel,
-                                C.Data + i * C.RowStride + j, C.RowStride, columnBias, accumulate);
+                            Shape.Kernel(kcIn, a, ars, aks, kcPacked, aTail, bPanel, C.Data + i * C.RowStride + j, C.RowStride, columnBias, accumulate);
                         }
                         else
                         {
-                            Shape.Kernel(a.Kc, a.Data, a.RowStride, a.KStride, a.KcTail, a.Tail, bPanel, tile, nr, null, false);
+                            Shape.Kernel(kcIn, a, ars, aks, kcPacked, aTail, bPanel, tile, nr, null, false);
                             StoreTile(tile, nr, valid, cols, C, i, j, accumulate, columnBias);
                         }
                     }
+                    p0 += kc + kcTail;
                 }
-                p0 += kc + kcTail;
             }
         }
 
@@ -315,20 +330,6 @@ internal static unsafe class Gemm
             }
         }
     }
-}
-
-/// <summary>
-/// Where the micro-kernel reads one MR-row panel of a for one K block: Kc entries in place at
-/// Data[i*RowStride + p*KStride] (or packed: strides 1, MR), then KcTail packed entries at Tail.
-/// </summary>
-internal readonly unsafe struct APanel(float* data, nint rowStride, nint kStride, int kc, int kcTail, float* tail)
-{
-    public readonly float* Data = data;
-    public readonly nint RowStride = rowStride;
-    public readonly nint KStride = kStride;
-    public readonly int Kc = kc;
-    public readonly int KcTail = kcTail;
-    public readonly float* Tail = tail;
 }
 
 /// <summary>
