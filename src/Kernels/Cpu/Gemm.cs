@@ -70,8 +70,8 @@ internal static unsafe class Gemm
     /// <summary>Floats of packed b kept at once: K x NC for one column chunk (8 MB, within L3).</summary>
     private const int PackedBBudget = 2 << 20;
 
-    /// <summary>Floats in one core's L2 (1 MB on Zen 5; the tile sizes only need the order of magnitude).</summary>
-    private const int L2Floats = 1 << 18;
+    /// <summary>Floats of a that a tile keeps in L2 across b's micro-panels (a quarter of Zen 5's 1 MB).</summary>
+    private const int GroupFloats = 1 << 16;
 
     /// <summary>Below this many multiply-adds (about 10 us on one core) a GEMM runs on the calling thread only.</summary>
     private const long SerialWork = 1 << 20;
@@ -192,30 +192,28 @@ internal static unsafe class Gemm
         public bool Accumulate;
         public float* Bias;
         public float* RowSums;
-        public int RowBlocks, ColBlocks, RowsPerBlock, PanelsPerBlock;
+        public int RowBlocks, ColBlocks, RowsPerBlock, PanelsPerBlock, GroupK;
 
-        /// <summary>
-        /// Cuts the chunk into about <paramref name="tasks"/> tiles, preferring whole rows of panels, with
-        /// at most MT rows and no more rows than keep the tile's a (rows x K) within half of L2.
-        /// </summary>
+        /// <summary>Cuts the chunk into about <paramref name="tasks"/> tiles of at most MT rows, preferring whole rows of panels.</summary>
         public void Split(int panels, int tasks)
         {
             var mr = Shape.MR;
             var rowPanels = (M + mr - 1) / mr;
-            var mt = Math.Clamp(L2Floats / 2 / K / mr * mr, mr, Shape.MT);
-            var blocks = Math.Min(rowPanels, Math.Max((M + mt - 1) / mt, tasks));
+            var blocks = Math.Min(rowPanels, Math.Max((M + Shape.MT - 1) / Shape.MT, tasks));
             RowsPerBlock = (rowPanels + blocks - 1) / blocks * mr;
             RowBlocks = (M + RowsPerBlock - 1) / RowsPerBlock;
             var colBlocks = Math.Min(panels, Math.Max(1, (tasks + RowBlocks - 1) / RowBlocks));
             PanelsPerBlock = (panels + colBlocks - 1) / colBlocks;
             ColBlocks = (panels + PanelsPerBlock - 1) / PanelsPerBlock;
+            GroupK = Math.Max(Shape.KC, GroupFloats / RowsPerBlock / Shape.KC * Shape.KC);
         }
 
         /// <summary>
-        /// The tile's loop nest: for each micro-panel of b, for each K block, for each MR-row panel of a.
-        /// The c tile (rows x NR) stays in L1 across the K blocks, the tile's a (rows x K, read in place
-        /// or packed once up front) in L2 across the micro-panels of b, and each KC x NR micro-panel of
-        /// b in L1 across the row panels.
+        /// The tile's loop nest: for each group of K blocks (GroupK entries), for each micro-panel of b, for
+        /// each K block of the group, for each MR-row panel of a. The c tile (rows x NR) stays in L1 across
+        /// a group's K blocks (one group when K &lt;= 512 at MT = 128), the group's slice of a (read in place,
+        /// or packed once up front) in L2 across b's micro-panels, and each KC x NR micro-panel of b in L1
+        /// across the row panels.
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Execute(int index)
@@ -257,45 +255,57 @@ internal static unsafe class Gemm
                 if (colBlock == 0 && RowSums != null) GemmPack.AddRowSums(A, i, valid, 0, K, RowSums + i);
             }
 
-            for (var jp = firstPanel; jp < lastPanel; jp++)
+            for (var g0 = 0; g0 < K;)
             {
-                var jLocal = jp * nr;
-                var j = N0 + jLocal;
-                var cols = Math.Min(nr, Nc - jLocal);
-                var bColumn = PackedB + (nint)jp * K * nr;
-                for (var p0 = 0; p0 < K;)
+                // A group of K blocks whose slice of a (rows x GroupK) stays in L2 while b's micro-panels pass.
+                var gEnd = g0;
+                while (gEnd < K && (gEnd == g0 || gEnd - g0 + Math.Min(Shape.KC, K - gEnd) <= GroupK))
                 {
-                    var inHead = p0 < A.HeadK;
-                    var kc = Math.Min(Shape.KC, (inHead ? A.HeadK : K) - p0);
-                    var kcTail = mergeTail && inHead && p0 + kc == A.HeadK ? tailK : 0;
-                    var accumulate = Accumulate || p0 > 0;
-                    var columnBias = accumulate || Bias == null ? null : Bias + j;
-                    var bPanel = bColumn + (nint)p0 * nr;
-                    for (var ip = 0; ip < rowPanels; ip++)
-                    {
-                        var i = i0 + ip * mr;
-                        var valid = Math.Min(mr, i0 + rows - i);
-                        var panel = packedA + (nint)ip * mr * K;
-                        // In place: kc entries at a[i*ars + p*aks], then kcTail packed ones; else all packed.
-                        var inPlace = inHead && headInPlace && valid == mr;
-                        var a = inPlace ? head.Data + i * head.RowStride + p0 * head.KStride : panel + (nint)p0 * mr;
-                        var ars = inPlace ? head.RowStride : 1;
-                        var aks = inPlace ? head.KStride : mr;
-                        var kcIn = inPlace ? kc : kc + kcTail;
-                        var kcPacked = inPlace ? kcTail : 0;
-                        var aTail = panel + (nint)A.HeadK * mr;
-                        if (direct && valid == mr && cols == nr)
-                        {
-                            Shape.Kernel(kcIn, a, ars, aks, kcPacked, aTail, bPanel, C.Data + i * C.RowStride + j, C.RowStride, columnBias, accumulate);
-                        }
-                        else
-                        {
-                            Shape.Kernel(kcIn, a, ars, aks, kcPacked, aTail, bPanel, tile, nr, null, false);
-                            StoreTile(tile, nr, valid, cols, C, i, j, accumulate, columnBias);
-                        }
-                    }
-                    p0 += kc + kcTail;
+                    var inHead = gEnd < A.HeadK;
+                    var kc = Math.Min(Shape.KC, (inHead ? A.HeadK : K) - gEnd);
+                    gEnd += kc + (mergeTail && inHead && gEnd + kc == A.HeadK ? tailK : 0);
                 }
+                for (var jp = firstPanel; jp < lastPanel; jp++)
+                {
+                    var jLocal = jp * nr;
+                    var j = N0 + jLocal;
+                    var cols = Math.Min(nr, Nc - jLocal);
+                    var bColumn = PackedB + (nint)jp * K * nr;
+                    for (var p0 = g0; p0 < gEnd;)
+                    {
+                        var inHead = p0 < A.HeadK;
+                        var kc = Math.Min(Shape.KC, (inHead ? A.HeadK : K) - p0);
+                        var kcTail = mergeTail && inHead && p0 + kc == A.HeadK ? tailK : 0;
+                        var accumulate = Accumulate || p0 > 0;
+                        var columnBias = accumulate || Bias == null ? null : Bias + j;
+                        var bPanel = bColumn + (nint)p0 * nr;
+                        for (var ip = 0; ip < rowPanels; ip++)
+                        {
+                            var i = i0 + ip * mr;
+                            var valid = Math.Min(mr, i0 + rows - i);
+                            var panel = packedA + (nint)ip * mr * K;
+                            // In place: kc entries at a[i*ars + p*aks], then kcTail packed ones; else all packed.
+                            var inPlace = inHead && headInPlace && valid == mr;
+                            var a = inPlace ? head.Data + i * head.RowStride + p0 * head.KStride : panel + (nint)p0 * mr;
+                            var ars = inPlace ? head.RowStride : 1;
+                            var aks = inPlace ? head.KStride : mr;
+                            var kcIn = inPlace ? kc : kc + kcTail;
+                            var kcPacked = inPlace ? kcTail : 0;
+                            var aTail = panel + (nint)A.HeadK * mr;
+                            if (direct && valid == mr && cols == nr)
+                            {
+                                Shape.Kernel(kcIn, a, ars, aks, kcPacked, aTail, bPanel, C.Data + i * C.RowStride + j, C.RowStride, columnBias, accumulate);
+                            }
+                            else
+                            {
+                                Shape.Kernel(kcIn, a, ars, aks, kcPacked, aTail, bPanel, tile, nr, null, false);
+                                StoreTile(tile, nr, valid, cols, C, i, j, accumulate, columnBias);
+                            }
+                        }
+                        p0 += kc + kcTail;
+                    }
+                }
+                g0 = gEnd;
             }
         }
 
