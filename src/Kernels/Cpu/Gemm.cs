@@ -125,26 +125,16 @@ internal static unsafe class Gemm
         chunk = Math.Min(chunk, (n + nr - 1) / nr * nr);
         var packedB = GemmWorkspace.Caller.PackedB((long)k * chunk);
         var serial = (long)m * n * k <= SerialWork;
+        var tasks = serial ? 1 : 4 * CpuParallel.ThreadCount;
         for (var n0 = 0; n0 < n; n0 += chunk)
         {
             var nc = Math.Min(chunk, n - n0);
             var panels = (nc + nr - 1) / nr;
-
-            var pack = new PackBJob
-            {
-                B = b,
-                K = k,
-                N0 = n0,
-                Nc = nc,
-                NR = nr,
-                Dst = packedB,
-                PanelsPerTask = serial ? panels : Math.Max(1, (panels + 4 * CpuParallel.ThreadCount - 1) / (4 * CpuParallel.ThreadCount)),
-            };
-            CpuParallel.For((panels + pack.PanelsPerTask - 1) / pack.PanelsPerTask, ref pack);
-
-            var job = new ComputeJob
+            var packedPanels = 0;
+            var job = new GemmJob
             {
                 A = a,
+                B = b,
                 C = c,
                 PackedB = packedB,
                 M = m,
@@ -155,36 +145,26 @@ internal static unsafe class Gemm
                 Accumulate = accumulate,
                 Bias = bias,
                 RowSums = n0 == 0 ? rowSums : null,
+                PanelsPerPackTask = (panels + tasks - 1) / tasks,
+                PackTasksDone = &packedPanels,
             };
-            job.Split(panels, serial ? 1 : 4 * CpuParallel.ThreadCount);
-            CpuParallel.For(job.RowBlocks * job.ColBlocks, ref job);
+            job.PackTasks = (panels + job.PanelsPerPackTask - 1) / job.PanelsPerPackTask;
+            job.Split(panels, tasks);
+            CpuParallel.For(job.PackTasks + job.RowBlocks * job.ColBlocks, ref job);
         }
     }
 
-    /// <summary>Packs micro-panels [task*PanelsPerTask, ...) of b's column chunk, each over the whole K.</summary>
-    private struct PackBJob : IParallelJob
-    {
-        public GemmOperand B;
-        public int K, N0, Nc, NR, PanelsPerTask;
-        public float* Dst;
-
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public readonly void Execute(int index)
-        {
-            var first = index * PanelsPerTask;
-            var last = Math.Min(first + PanelsPerTask, (Nc + NR - 1) / NR);
-            for (var panel = first; panel < last; panel++)
-            {
-                var j = panel * NR;
-                GemmPack.Panel(B, N0 + j, Math.Min(NR, Nc - j), NR, 0, K, Dst + (nint)panel * K * NR);
-            }
-        }
-    }
-
-    /// <summary>Computes one output tile: MT rows by a run of b's micro-panels, over all of K.</summary>
-    private struct ComputeJob : IParallelJob
+    /// <summary>
+    /// One column chunk of a GEMM as one parallel job: tasks [0, PackTasks) pack b's micro-panels (each
+    /// over the whole K), the remaining tasks compute output tiles of MT rows by a run of micro-panels.
+    /// CpuParallel hands out task indices in increasing order, so every packing task is running or
+    /// done before a tile task starts; a tile task waits (spinning) for the packing count to complete.
+    /// One fork/join per GEMM instead of two.
+    /// </summary>
+    private struct GemmJob : IParallelJob
     {
         public GemmOperand A;
+        public GemmOperand B;
         public GemmOutput C;
         public float* PackedB;
         public int M, K, N0, Nc;
@@ -192,7 +172,42 @@ internal static unsafe class Gemm
         public bool Accumulate;
         public float* Bias;
         public float* RowSums;
+        public int PackTasks, PanelsPerPackTask;
+        public int* PackTasksDone;
         public int RowBlocks, ColBlocks, RowsPerBlock, PanelsPerBlock, GroupK;
+
+        public readonly void Execute(int index)
+        {
+            if (index < PackTasks)
+            {
+                try
+                {
+                    Pack(index);
+                }
+                finally
+                {
+                    Interlocked.Increment(ref *PackTasksDone);
+                }
+                return;
+            }
+            var spinner = default(SpinWait);
+            while (Volatile.Read(ref *PackTasksDone) < PackTasks) spinner.SpinOnce(sleep1Threshold: -1);
+            Compute(index - PackTasks);
+        }
+
+        /// <summary>Packs micro-panels [task*PanelsPerPackTask, ...) of b's column chunk, each over the whole K.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private readonly void Pack(int task)
+        {
+            var nr = Shape.NR;
+            var first = task * PanelsPerPackTask;
+            var last = Math.Min(first + PanelsPerPackTask, (Nc + nr - 1) / nr);
+            for (var panel = first; panel < last; panel++)
+            {
+                var j = panel * nr;
+                GemmPack.Panel(B, N0 + j, Math.Min(nr, Nc - j), nr, 0, K, PackedB + (nint)panel * K * nr);
+            }
+        }
 
         /// <summary>Cuts the chunk into about <paramref name="tasks"/> tiles of at most MT rows, preferring whole rows of panels.</summary>
         public void Split(int panels, int tasks)
@@ -216,7 +231,7 @@ internal static unsafe class Gemm
         /// across the row panels.
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public readonly void Execute(int index)
+        private readonly void Compute(int index)
         {
             var mr = Shape.MR;
             var nr = Shape.NR;
