@@ -1,3 +1,9 @@
+// The Cpu backend's one GEMM engine: c(M,N) (+)= a(M,K) b(K,N) [+ bias(N)], a read as rows i and
+// b as columns i of strided operands (GemmPack.cs), c through a strided or index-mapped output.
+// matmul forward:  y(N,O)  = x(N,C) W(O,C)^T + bias   M = N, N = O, K = C
+// matmul dx:       dx(N,C) += dy(N,O) W(O,C)          M = N, N = C, K = O
+// matmul dW:       dW(O,C) += dy^T x                  M = O, N = C, K = N
+// LoRA, stacked aggregation: CpuBackend.Matmul.cs. Micro-kernels: GemmKernels.cs.
 using System.Runtime.CompilerServices;
 
 namespace FedLora.Kernels.Cpu;
@@ -34,12 +40,13 @@ internal unsafe struct GemmOutput
 /// every transpose, index set and per-K weight.
 /// </summary>
 /// <remarks>
-/// <para>Blocking (BLIS's loop nest, with the column loop split in chunks): for each chunk of NC
-/// columns, all of b's chunk is packed once, in parallel, into NR-wide micro-panels that hold the whole
-/// K; then output tiles of (MT rows, a run of micro-panels) are tasks. A task walks K in blocks of KC:
-/// its MT x KC block of a (L2-resident) is read in place when a is a plain strided matrix (x, dy,
-/// dy^T), else packed into MR-wide micro-panels; then for each micro-panel of b (kept in L1 across
-/// the inner loop) the micro-kernel runs over the MR-row panels of a.</para>
+/// <para>Blocking (BLIS's, adapted to a in place): for each chunk of NC columns (K x NC floats of packed b
+/// within L3), one parallel job first packs b's chunk into NR-wide micro-panels holding the whole K,
+/// then computes output tiles of (at most MT rows) x (a run of micro-panels), one tile per task. a is
+/// read in place when it is a plain strided matrix (x, dy, dy^T: the kernels take its strides);
+/// otherwise, and for edge rows and LoRA's K tail, a tile packs it once into MR-wide panels. A tile
+/// walks K in groups (its a slice stays in L2), b's micro-panels, K blocks of KC (a KC x NR
+/// micro-panel stays in L1) and MR-row panels; its c tile stays in L1 across a group's K blocks.</para>
 /// <para>Determinism: each output element belongs to exactly one task, which adds its K blocks in
 /// order, so results never depend on which thread ran what.</para>
 /// <para>Edge tiles: packed panels are zero-padded, the micro-kernel always computes a full MR x NR tile,

@@ -1,3 +1,4 @@
+// GEMM micro-kernels: c(MR,NR) (+)= a(MR,kc) b(kc,NR) [+ bias(NR)], accumulated in registers.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 

@@ -1,3 +1,6 @@
+// GEMM packing: operand(i, p) = scale * weight[p] * data[row(i) * rowStride + col(p) * kStride], for
+// i along the output and p along K, copied into micro-panels dst[p * width + i] (width MR for a,
+// NR for b). Shapes are the caller's: see Gemm.cs.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
