@@ -8,8 +8,8 @@ namespace FedLora.Bench;
 /// `--compare`: FedLora's Cpu GEMMs against OpenBLAS (numpy, bench/peers/gemm_numpy.py) on the same
 /// shapes in the same run, alternated shape by shape and round by round so that both sides see the
 /// same machine load; then LoRA forward's GFLOP/s (counting its extra FLOPs) as a percentage of the
-/// plain forward's. Both sides report the best of repeated calls (at least 5, for at least 0.3 s)
-/// over the rounds.
+/// plain forward's. Each side times its calls in turn, call by call, and reports each op's best call
+/// (at least 5, for at least 0.3 s per op) over the rounds.
 /// </summary>
 internal static class Compare
 {
@@ -53,12 +53,12 @@ internal static class Compare
                     {
                         for (var i = 0; i < 3; i++) theirs[i] = Math.Max(theirs[i], reply.RootElement.GetProperty(ops[i]).GetDouble());
                     }
-                    ours[0] = Math.Max(ours[0], problem.GemmFlops / BestSeconds(problem.Forward) / 1e9);
-                    ours[1] = Math.Max(ours[1], problem.GemmFlops / BestSeconds(problem.BackwardInput) / 1e9);
-                    ours[2] = Math.Max(ours[2], problem.GemmFlops / BestSeconds(problem.BackwardWeight) / 1e9);
+                    Action[] calls = [problem.Forward, problem.BackwardInput, problem.BackwardWeight, .. adapted.Select(a => (Action)a.LoraForward)];
+                    var seconds = BestSeconds(calls);
+                    for (var i = 0; i < 3; i++) ours[i] = Math.Max(ours[i], problem.GemmFlops / seconds[i] / 1e9);
                     for (var r = 0; r < ranks.Length; r++)
                     {
-                        withLora[r] = Math.Max(withLora[r], adapted[r].LoraForwardFlops / BestSeconds(adapted[r].LoraForward) / 1e9);
+                        withLora[r] = Math.Max(withLora[r], adapted[r].LoraForwardFlops / seconds[3 + r] / 1e9);
                     }
                 }
                 foreach (var a in adapted) a.Dispose();
@@ -85,17 +85,24 @@ internal static class Compare
         return 0;
     }
 
-    /// <summary>Best wall time of one call, after a warm-up, over at least 5 calls and 0.3 s.</summary>
-    public static double BestSeconds(Action action)
+    /// <summary>
+    /// Best wall time of one call of each action, after a warm-up, calling them in turn (so that a
+    /// burst of load from other processes hits all of them alike) at least 5 times each and for at
+    /// least 0.3 s per action.
+    /// </summary>
+    public static double[] BestSeconds(Action[] actions)
     {
-        action();
-        var best = double.MaxValue;
+        foreach (var action in actions) action();
+        var best = Enumerable.Repeat(double.MaxValue, actions.Length).ToArray();
         var total = Stopwatch.StartNew();
-        for (var runs = 0; runs < 5 || total.Elapsed.TotalSeconds < 0.3; runs++)
+        for (var runs = 0; runs < 5 || total.Elapsed.TotalSeconds < 0.3 * actions.Length; runs++)
         {
-            var start = Stopwatch.GetTimestamp();
-            action();
-            best = Math.Min(best, Stopwatch.GetElapsedTime(start).TotalSeconds);
+            for (var i = 0; i < actions.Length; i++)
+            {
+                var start = Stopwatch.GetTimestamp();
+                actions[i]();
+                best[i] = Math.Min(best[i], Stopwatch.GetElapsedTime(start).TotalSeconds);
+            }
         }
         return best;
     }

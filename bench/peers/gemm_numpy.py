@@ -10,10 +10,11 @@
 # AVX-512 one): unset them for a fair peer, as above. The first output line names the kernel in use.
 #
 # Shapes (row-major, as FedLora): x (N,C), W (O,C), dy (N,O).
-#   forward  y  = x @ W.T    M=N, N=O, K=C
-#   dinput   dx = dy @ W     M=N, N=C, K=O
-#   dweight  dW = dy.T @ x   M=O, N=C, K=N
-# Each is timed as the best of repeated calls (at least 5, for at least 0.3 s), as FedLora's side is.
+#   forward  y  = x @ W.T    M=N, N=O, K=C   (np.matmul(..., out=) into preallocated outputs)
+#   dinput   dx = dy @ W     M=N, N=C, K=O   (FedLora accumulates dx += ..., which costs it a read of dx)
+#   dweight  dW = dy.T @ x   M=O, N=C, K=N   (likewise dW += ...)
+# The three are called in turn and each reports its best call (at least 5 calls, 0.3 s per GEMM),
+# as FedLora's side does.
 import ctypes
 import json
 import os
@@ -44,13 +45,16 @@ def openblas_info():
     return {"library": ", ".join(sorted(paths)) or "unknown", "config": "not OpenBLAS?", "kernel": "?", "threads": -1}
 
 
-def best_seconds(fn):
-    fn()
-    best, runs, start = float("inf"), 0, time.perf_counter()
-    while runs < 5 or time.perf_counter() - start < 0.3:
-        t = time.perf_counter()
+def best_seconds(fns):
+    """Best wall time of one call of each function, calling them in turn (at least 5 times, 0.3 s each)."""
+    for fn in fns:
         fn()
-        best = min(best, time.perf_counter() - t)
+    best, runs, start = [float("inf")] * len(fns), 0, time.perf_counter()
+    while runs < 5 or time.perf_counter() - start < 0.3 * len(fns):
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t)
         runs += 1
     return best
 
@@ -62,8 +66,13 @@ def measure(n, c, o):
     dy = rng.uniform(-1, 1, (n, o)).astype(np.float32)
     flops = 2.0 * n * c * o
     result = {"n": n, "c": c, "o": o}
-    for name, fn in (("forward", lambda: x @ w.T), ("dinput", lambda: dy @ w), ("dweight", lambda: dy.T @ x)):
-        result[name] = flops / best_seconds(fn) / 1e9
+    names = ("forward", "dinput", "dweight")
+    # Outputs preallocated, as FedLora's are: no allocation or page faults inside the timing.
+    y, dx, dw = np.empty((n, o), np.float32), np.empty((n, c), np.float32), np.empty((o, c), np.float32)
+    seconds = best_seconds((lambda: np.matmul(x, w.T, out=y), lambda: np.matmul(dy, w, out=dx),
+                            lambda: np.matmul(dy.T, x, out=dw)))
+    for name, best in zip(names, seconds):
+        result[name] = flops / best / 1e9
     return result
 
 
