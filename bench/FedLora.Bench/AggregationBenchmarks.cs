@@ -1,0 +1,118 @@
+using BenchmarkDotNet.Attributes;
+using FedLora.Kernels;
+using FedLora.Kernels.Cpu;
+using FedLora.Kernels.Reference;
+
+namespace FedLora.Bench;
+
+/// <summary>
+/// The federated aggregation kernels at the model's shapes, O = 3C (the qkv projection):
+/// FLoRA's stacked aggregation W(O,C) += B_stack(O,R) diag(w) A_stack(R,C) with R = 10 clients x r
+/// (one GEMM, K = R), and FSLoRA's masked sketch update (a scatter of a rank-r/2 sub-adapter into
+/// a rank-r adapter; memory-bound, so its figure is the time alone).
+/// </summary>
+public class AggregationBenchmarks : IFlopCount, IDisposable
+{
+    private const int Clients = 10;
+    private readonly Backend _cpu = new CpuBackend();
+    private DeviceBuffer? _stackedB, _stackedA, _weight, _subA, _subB, _loraA, _loraB;
+    private float[] _rowWeights = [];
+    private int[] _indices = [];
+
+    [Params(128, 256, 512)]
+    public int C { get; set; }
+
+    [Params(4, 16, 64)]
+    public int Rank { get; set; }
+
+    private int O => 3 * C;
+
+    private int StackedRank => Clients * Rank;
+
+    private int SubRank => Math.Max(1, Rank / 2);
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        var rng = new Random(1234);
+        _stackedB = Upload(rng, O * StackedRank);
+        _stackedA = Upload(rng, StackedRank * C);
+        _weight = Upload(rng, O * C);
+        _rowWeights = Values(rng, StackedRank);
+        _subA = Upload(rng, SubRank * C);
+        _subB = Upload(rng, O * SubRank);
+        _loraA = Upload(rng, Rank * C);
+        _loraB = Upload(rng, O * Rank);
+        var order = Enumerable.Range(0, Rank).ToArray();
+        rng.Shuffle(order);
+        _indices = order[..SubRank];
+        CheckAgainstReference();
+    }
+
+    /// <summary>One run of each kernel against the Reference backend from the same inputs.</summary>
+    private void CheckAgainstReference()
+    {
+        using var reference = new ReferenceBackend();
+        BufferView Copy(DeviceBuffer source)
+        {
+            var copy = reference.Allocate(source.Length);
+            reference.Upload(_cpu.ToArray(source), copy);
+            return copy;
+        }
+        var weight = Copy(_weight!);
+        var loraA = Copy(_loraA!);
+        var loraB = Copy(_loraB!);
+        reference.StackedAggregation(O, C, StackedRank, Copy(_stackedB!), Copy(_stackedA!), _rowWeights, weight);
+        reference.MaskedSketchUpdate(C, O, Rank, _indices, 0.5f, Copy(_subA!), Copy(_subB!), loraA, loraB);
+        var before = (_cpu.ToArray(_weight!), _cpu.ToArray(_loraA!), _cpu.ToArray(_loraB!));
+        StackedAggregation();
+        MaskedSketchUpdate();
+        Compare(reference.ToArray(weight), _cpu.ToArray(_weight!), 1e-4f * MathF.Sqrt(StackedRank + 1), "stacked aggregation");
+        Compare(reference.ToArray(loraA), _cpu.ToArray(_loraA!), 1e-6f, "masked sketch update A");
+        Compare(reference.ToArray(loraB), _cpu.ToArray(_loraB!), 1e-6f, "masked sketch update B");
+        _cpu.Upload(before.Item1, _weight!);
+        _cpu.Upload(before.Item2, _loraA!);
+        _cpu.Upload(before.Item3, _loraB!);
+    }
+
+    [GlobalCleanup]
+    public void Dispose()
+    {
+        _cpu.Dispose();
+        GC.SuppressFinalize(this);
+    }
+
+    [Benchmark]
+    public void StackedAggregation() => _cpu.StackedAggregation(O, C, StackedRank, _stackedB!, _stackedA!, _rowWeights, _weight!);
+
+    [Benchmark]
+    public void MaskedSketchUpdate() => _cpu.MaskedSketchUpdate(C, O, Rank, _indices, 0.5f, _subA!, _subB!, _loraA!, _loraB!);
+
+    /// <summary>GEMM FLOPs of the aggregation; none counted for the memory-bound sketch update.</summary>
+    public double Flops(string method) => method == nameof(StackedAggregation) ? 2.0 * O * C * StackedRank : double.NaN;
+
+    private static void Compare(float[] expected, float[] actual, float tolerance, string what)
+    {
+        for (var i = 0; i < expected.Length; i++)
+        {
+            if (Math.Abs(expected[i] - actual[i]) > tolerance * (1 + Math.Abs(expected[i])))
+            {
+                throw new InvalidOperationException($"{what}: [{i}] is {actual[i]}, expected {expected[i]}");
+            }
+        }
+    }
+
+    private DeviceBuffer Upload(Random rng, int length)
+    {
+        var buffer = _cpu.Allocate(length);
+        _cpu.Upload(Values(rng, length), buffer);
+        return buffer;
+    }
+
+    private static float[] Values(Random rng, int length)
+    {
+        var values = new float[length];
+        for (var i = 0; i < length; i++) values[i] = (float)(rng.NextDouble() * 2 - 1);
+        return values;
+    }
+}

@@ -1,0 +1,171 @@
+using System.Globalization;
+using FedLora.Kernels;
+using FedLora.Kernels.Cpu;
+
+namespace FedLora.Bench;
+
+/// <summary>
+/// One matmul-family problem at the model's shapes, on the Cpu backend: x (N,C), W (O,C), bias (O),
+/// y and dy (N,O), a LoRA adapter A (r,C), B (O,r) with hidden t (N,r); seeded uniform values.
+/// </summary>
+/// <remarks>
+/// Check() verifies every op once before timing, against dot products recomputed in double at sampled
+/// entries: a cheap, independent check (the Reference backend takes seconds at these sizes).
+/// </remarks>
+public sealed class GemmProblem : IDisposable
+{
+    private readonly Backend _cpu = new CpuBackend();
+    private readonly float[] _x, _w, _dy, _a, _b, _bias;
+    private readonly DeviceBuffer _xd, _wd, _dyd, _ad, _bd, _biasd, _yd, _dxd, _dwd, _td, _dad, _dbd;
+
+    public GemmProblem(int n, int c, int o, int rank = 0, int seed = 1234)
+    {
+        (N, C, O, Rank) = (n, c, o, rank);
+        var rng = new Random(seed);
+        _x = Values(rng, n * c);
+        _w = Values(rng, o * c);
+        _dy = Values(rng, n * o);
+        _a = Values(rng, rank * c);
+        _b = Values(rng, o * rank);
+        _bias = Values(rng, o);
+        _xd = Upload(_x);
+        _wd = Upload(_w);
+        _dyd = Upload(_dy);
+        _ad = Upload(_a);
+        _bd = Upload(_b);
+        _biasd = Upload(_bias);
+        _yd = _cpu.Allocate(n * o);
+        _dxd = _cpu.Allocate(n * c);
+        _dwd = _cpu.Allocate(o * c);
+        _td = _cpu.Allocate(n * rank);
+        _dad = _cpu.Allocate(rank * c);
+        _dbd = _cpu.Allocate(o * rank);
+    }
+
+    public int N { get; }
+    public int C { get; }
+    public int O { get; }
+    public int Rank { get; }
+
+    /// <summary>The LoRA scale used by every LoRA op here (alpha = 2r, peft's default scaling alpha/r).</summary>
+    public const float Scale = 2f;
+
+    /// <summary>Multiply-adds times two of one plain GEMM: 2 N C O.</summary>
+    public double GemmFlops => 2.0 * N * C * O;
+
+    /// <summary>LoRA forward: 2NCO + 2NCr + 2NrO (the base GEMM, t = x A^T, and s t B^T).</summary>
+    public double LoraForwardFlops => 2.0 * N * C * O + 2.0 * N * C * Rank + 2.0 * N * Rank * O;
+
+    /// <summary>LoRA backward with every gradient: u = dy B, dx (K = O + r), dW, dB, dA.</summary>
+    public double LoraBackwardFlops => 2.0 * N * O * Rank + 2.0 * N * (O + Rank) * C + 2.0 * N * O * C + 2.0 * N * O * Rank + 2.0 * N * Rank * C;
+
+    public void Forward() => _cpu.MatmulForward(N, C, O, _xd, _wd, _biasd, _yd);
+
+    public void BackwardInput() => _cpu.MatmulBackward(N, C, O, _dyd, _xd, _wd, _dxd, null, null);
+
+    public void BackwardWeight() => _cpu.MatmulBackward(N, C, O, _dyd, _xd, _wd, null, _dwd, null);
+
+    public void LoraForward() => _cpu.LowRankMatmulForward(N, C, O, Rank, _xd, _wd, _biasd, _ad, _bd, Scale, null, _td, _yd);
+
+    public void LoraBackward() =>
+        _cpu.LowRankMatmulBackward(N, C, O, Rank, _dyd, _xd, _wd, _ad, _bd, Scale, null, _td, _dxd, _dwd, null, _dad, _dbd);
+
+    /// <summary>Runs each op once from zeroed outputs and checks sampled entries; throws on a mismatch.</summary>
+    public void Check()
+    {
+        CheckMatmul();
+        CheckLora();
+    }
+
+    /// <summary>Checks the plain matmul's forward, dx and dW at sampled entries.</summary>
+    public void CheckMatmul()
+    {
+        var rng = new Random(99);
+        Forward();
+        var y = _cpu.ToArray(_yd);
+        Sample(rng, "forward y", N, O, y, (i, j) => _bias[j] + Dot(C, (p) => _x[i * C + p], (p) => _w[j * C + p]), C);
+
+        _cpu.Fill(_dxd, 0);
+        BackwardInput();
+        var dx = _cpu.ToArray(_dxd);
+        Sample(rng, "backward dx", N, C, dx, (i, j) => Dot(O, (p) => _dy[i * O + p], (p) => _w[p * C + j]), O);
+
+        _cpu.Fill(_dwd, 0);
+        BackwardWeight();
+        var dw = _cpu.ToArray(_dwd);
+        Sample(rng, "backward dW", O, C, dw, (i, j) => Dot(N, (p) => _dy[p * O + i], (p) => _x[p * C + j]), N);
+
+        _cpu.Fill(_dxd, 0);
+        _cpu.Fill(_dwd, 0);
+    }
+
+    /// <summary>Checks the LoRA forward's y and the LoRA backward's dA at sampled entries.</summary>
+    public void CheckLora()
+    {
+        var rng = new Random(98);
+        if (Rank > 0)
+        {
+            LoraForward();
+            var y = _cpu.ToArray(_yd);
+            Sample(rng, "LoRA forward y", N, O, y, (i, j) =>
+            {
+                var sum = (double)_bias[j] + Dot(C, (p) => _x[i * C + p], (p) => _w[j * C + p]);
+                for (var q = 0; q < Rank; q++) sum += Scale * Dot(C, (p) => _x[i * C + p], (p) => _a[q * C + p]) * _b[j * Rank + q];
+                return sum;
+            }, C + Rank);
+            _cpu.Fill(_dad, 0);
+            _cpu.Fill(_dbd, 0);
+            LoraBackward();
+            var da = _cpu.ToArray(_dad);
+            Sample(rng, "LoRA backward dA", Rank, C, da, (q, j) =>
+            {
+                double sum = 0;
+                for (var i = 0; i < N; i++) sum += Dot(O, (p) => _dy[i * O + p], (p) => _b[p * Rank + q]) * _x[i * C + j];
+                return Scale * sum;
+            }, N * 4, samples: 4);
+        }
+        _cpu.Fill(_dxd, 0);
+        _cpu.Fill(_dwd, 0);
+    }
+
+    private static double Dot(int k, Func<int, float> left, Func<int, float> right)
+    {
+        double sum = 0;
+        for (var p = 0; p < k; p++) sum += (double)left(p) * right(p);
+        return sum;
+    }
+
+    private static void Sample(Random rng, string what, int rows, int cols, float[] actual, Func<int, int, double> expected, int k, int samples = 48)
+    {
+        if (rows == 0 || cols == 0) return;
+        var tolerance = 1e-4 * Math.Sqrt(k + 1);
+        for (var s = 0; s < samples; s++)
+        {
+            var i = rng.Next(rows);
+            var j = rng.Next(cols);
+            var want = expected(i, j);
+            var got = actual[i * cols + j];
+            if (Math.Abs(want - got) > tolerance * (1 + Math.Abs(want)))
+            {
+                throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
+                    $"{what} [{i},{j}] is {got}, expected {want:G9} (tolerance {tolerance:G3} + rel)"));
+            }
+        }
+    }
+
+    private static float[] Values(Random rng, int length)
+    {
+        var values = new float[length];
+        for (var i = 0; i < length; i++) values[i] = (float)(rng.NextDouble() * 2 - 1);
+        return values;
+    }
+
+    private DeviceBuffer Upload(float[] values)
+    {
+        var buffer = _cpu.Allocate(values.Length);
+        _cpu.Upload(values, buffer);
+        return buffer;
+    }
+
+    public void Dispose() => _cpu.Dispose();
+}

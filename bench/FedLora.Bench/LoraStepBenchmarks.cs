@@ -1,0 +1,82 @@
+using BenchmarkDotNet.Attributes;
+using FedLora.Kernels;
+using FedLora.Kernels.Cpu;
+using FedLora.Lora;
+using FedLora.Model;
+using FedLora.Model.Training;
+
+namespace FedLora.Bench;
+
+/// <summary>
+/// One LoRA fine-tuning step of the GPT (forward, backward, AdamW on the adapters; base frozen)
+/// at the two configurations the PyTorch peer (bench/peers/lora_step_torch.py) also runs.
+/// Tokens per second = B*T / the mean time of one step.
+/// </summary>
+[MemoryDiagnoser]
+public class LoraStepBenchmarks : IDisposable
+{
+    private Backend _backend = null!;
+    private Gpt _model = null!;
+    private AdapterSet _adapters = null!;
+    private AdamWOptimizer _optimizer = null!;
+    private int[] _tokens = [];
+    private int[] _targets = [];
+
+    /// <summary>"L4-C128" or "L6-C256" (heads 4 and 8; T = 256, B = 8, r = 16 for both).</summary>
+    [Params("L4-C128", "L6-C256")]
+    public string Config { get; set; } = "L4-C128";
+
+    public const int Batch = 8, Time = 256, Rank = 16;
+
+    public static GptConfig ModelConfig(string name) => name switch
+    {
+        "L4-C128" => new GptConfig(VocabSize: 257, ContextLength: Time, Layers: 4, Channels: 128, Heads: 4),
+        "L6-C256" => new GptConfig(VocabSize: 257, ContextLength: Time, Layers: 6, Channels: 256, Heads: 8),
+        _ => throw new ArgumentException($"unknown config {name}", nameof(name)),
+    };
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _backend = new CpuBackend();
+        _model = new Gpt(_backend, ModelConfig(Config), Batch, Time);
+        _model.InitializeParameters(new Random(1));
+        _adapters = new AdapterSet(_backend, _model.Layout.LoraModules(LoraTargets.All), Rank, alpha: 2 * Rank, LoraScaling.Standard);
+        _adapters.Initialize(new Random(2));
+        _model.Attach(_adapters);
+        _optimizer = new AdamWOptimizer(_backend, _adapters.Parameters.Length, new AdamWSettings(LearningRate: 1e-3f));
+        var random = new Random(3);
+        _tokens = new int[Batch * Time];
+        _targets = new int[Batch * Time];
+        for (var i = 0; i < _tokens.Length; i++)
+        {
+            _tokens[i] = random.Next(256);
+            _targets[i] = random.Next(256);
+        }
+        // Check once before timing: a few steps on one batch must lower its loss.
+        var first = Step();
+        var last = first;
+        for (var i = 0; i < 4; i++) last = Step();
+        if (!(last < first)) throw new InvalidOperationException($"LoRA steps did not lower the loss ({first} -> {last})");
+    }
+
+    [Benchmark]
+    public float Step()
+    {
+        _model.ZeroGradients();
+        var loss = _model.Forward(Batch, Time, _tokens, _targets);
+        _model.Backward();
+        _optimizer.Step(_adapters.Parameters, _adapters.Gradients, 1e-3f);
+        return loss;
+    }
+
+    [GlobalCleanup]
+    public void Dispose()
+    {
+        _optimizer?.Dispose();
+        _adapters?.Dispose();
+        _model?.Dispose();
+        _backend?.Dispose();
+        GC.SuppressFinalize(this);
+    }
+}

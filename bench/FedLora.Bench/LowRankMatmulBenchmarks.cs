@@ -1,0 +1,51 @@
+using BenchmarkDotNet.Attributes;
+
+namespace FedLora.Bench;
+
+/// <summary>
+/// LoRA matmul forward and backward (all gradients) at N = 2048, C in {128, 256, 512}, O in {C, 3C, 4C},
+/// r in {4, 16, 64}. GFLOP/s counts the adapter's FLOPs (see <see cref="GemmProblem"/>).
+/// </summary>
+public class LowRankMatmulBenchmarks : IFlopCount, IDisposable
+{
+    private GemmProblem? _problem;
+
+    [Params(128, 256, 512)]
+    public int C { get; set; }
+
+    [Params(1, 3, 4)]
+    public int OTimesC { get; set; }
+
+    [Params(4, 16, 64)]
+    public int Rank { get; set; }
+
+    public int N { get; set; } = 2048;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _problem = new GemmProblem(N, C, OTimesC * C, Rank);
+        _problem.CheckLora();
+    }
+
+    [GlobalCleanup]
+    public void Dispose()
+    {
+        _problem?.Dispose();
+        GC.SuppressFinalize(this);
+    }
+
+    [Benchmark]
+    public void Forward() => _problem!.LoraForward();
+
+    [Benchmark]
+    public void Backward() => _problem!.LoraBackward();
+
+    public double Flops(string method)
+    {
+        var problem = new { N = (double)N, C = (double)C, O = (double)OTimesC * C, R = (double)Rank };
+        return method == nameof(Forward)
+            ? 2 * problem.N * (problem.C * problem.O + problem.C * problem.R + problem.R * problem.O)
+            : 2 * problem.N * (problem.O * problem.R + (problem.O + problem.R) * problem.C + problem.O * problem.C + problem.O * problem.R + problem.R * problem.C);
+    }
+}

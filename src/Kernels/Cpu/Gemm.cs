@@ -1,0 +1,410 @@
+// The Cpu backend's one GEMM engine: c(M,N) (+)= a(M,K) b(K,N) [+ bias(N)], a read as rows i and
+// b as columns i of strided operands (GemmPack.cs), c through a strided or index-mapped output.
+// matmul forward:  y(N,O)  = x(N,C) W(O,C)^T + bias   M = N, N = O, K = C
+// matmul dx:       dx(N,C) += dy(N,O) W(O,C)          M = N, N = C, K = O
+// matmul dW:       dW(O,C) += dy^T x                  M = O, N = C, K = N
+// LoRA, stacked aggregation: CpuBackend.Matmul.cs. Micro-kernels: GemmKernels.cs.
+using System.Runtime.CompilerServices;
+
+namespace FedLora.Kernels.Cpu;
+
+/// <summary>
+/// Where a GEMM writes: element (i, j) of the (M,N) result lives at
+/// Data[row(i) * RowStride + col(j) * ColStride], row(i) = RowIndex[i] (or i), col(j) = ColIndex[j] (or j).
+/// Plain row-major output has ColStride 1 and no index maps; the maps scatter LoRA gradients into
+/// the adapter's columns or rows I.
+/// </summary>
+internal unsafe struct GemmOutput
+{
+    public float* Data;
+    public nint RowStride;
+    public nint ColStride;
+    public int* RowIndex;
+    public int* ColIndex;
+
+    public static GemmOutput RowMajor(float* data, nint rowStride) => new() { Data = data, RowStride = rowStride, ColStride = 1 };
+
+    public readonly bool IsDirect => ColStride == 1 && RowIndex == null && ColIndex == null;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly float* At(int i, int j) =>
+        Data + (RowIndex == null ? i : RowIndex[i]) * RowStride + (ColIndex == null ? j : ColIndex[j]) * ColStride;
+
+    public readonly GemmOutput Transposed() =>
+        new() { Data = Data, RowStride = ColStride, ColStride = RowStride, RowIndex = ColIndex, ColIndex = RowIndex };
+}
+
+/// <summary>
+/// FedLora's one GEMM engine: c(M,N) (+)= a(M,K) b(K,N) [+ bias(N)], where a and b are
+/// <see cref="GemmOperand"/>s (a read as (i = row, p), b as (i = column, p)) so that packing absorbs
+/// every transpose, index set and per-K weight.
+/// </summary>
+/// <remarks>
+/// <para>Blocking (BLIS's, adapted to a in place): for each chunk of NC columns (K x NC floats of packed b
+/// within L3), one parallel job first packs b's chunk into NR-wide micro-panels holding the whole K,
+/// then computes output tiles of (at most MT rows) x (a run of micro-panels), one tile per task. a is
+/// read in place when it is a plain strided matrix (x, dy, dy^T: the kernels take its strides);
+/// otherwise, and for edge rows and LoRA's K tail, a tile packs it once into MR-wide panels. A tile
+/// walks K in groups (its a slice stays in L2), b's micro-panels, K blocks of KC (a KC x NR
+/// micro-panel stays in L1) and MR-row panels; its c tile stays in L1 across a group's K blocks.</para>
+/// <para>Determinism: each output element belongs to exactly one task, which adds its K blocks in
+/// order, so results never depend on which thread ran what.</para>
+/// <para>Edge tiles: packed panels are zero-padded, the micro-kernel always computes a full MR x NR tile,
+/// and partial tiles (or scattered outputs) go through a small tile buffer.</para>
+/// </remarks>
+internal static unsafe class Gemm
+{
+    /// <summary>The micro-kernel for the vector width in use: its tile, its blocking and its code.</summary>
+    private readonly struct Shape(int mr, int nr, int kc, int mt, delegate*<int, float*, nint, nint, int, float*, float*, float*, nint, float*, bool, void> kernel)
+    {
+        public readonly int MR = mr;
+        public readonly int NR = nr;
+        public readonly int KC = kc;
+        public readonly int MT = mt;
+        public readonly delegate*<int, float*, nint, nint, int, float*, float*, float*, nint, float*, bool, void> Kernel = kernel;
+    }
+
+    private static readonly Shape Selected =
+        SimdWidth.Use512 ? new Shape(8, 32, 256, 128, &GemmKernels.Kernel8x32)
+        : SimdWidth.Use256 ? new Shape(6, 16, 256, 96, &GemmKernels.Kernel6x16)
+        : SimdWidth.Use128 ? new Shape(6, 8, 256, 96, &GemmKernels.Kernel6x8)
+        : new Shape(4, 4, 256, 64, &GemmKernels.Kernel4x4);
+
+    /// <summary>For GEMMs of at most NR columns (LoRA's hidden products); the same as Selected below 512 bits.</summary>
+    private static readonly Shape Narrow =
+        SimdWidth.Use512 ? new Shape(16, 16, 256, 128, &GemmKernels.Kernel16x16) : Selected;
+
+    /// <summary>Floats of packed b kept at once: K x NC for one column chunk (8 MB, within L3).</summary>
+    private const int PackedBBudget = 2 << 20;
+
+    /// <summary>Floats of a that a tile keeps in L2 across b's micro-panels (a quarter of Zen 5's 1 MB).</summary>
+    private const int GroupFloats = 1 << 16;
+
+    /// <summary>Below this many multiply-adds (about 10 us on one core) a GEMM runs on the calling thread only.</summary>
+    private const long SerialWork = 1 << 20;
+
+    /// <summary>
+    /// c(M,N) = a b + bias, or c += a b when <paramref name="accumulate"/>. a is (M,K) as an operand of
+    /// rows i, b is (K,N) as an operand of columns i. bias (N) may be null and is only read when
+    /// overwriting. rowSums (M), if not null, receives += the row sums of a (a bias gradient folded
+    /// into packing: with a = dy^T they are colsum(dy)).
+    /// </summary>
+    public static void Run(int m, int n, int k, in GemmOperand a, in GemmOperand b, in GemmOutput c,
+        bool accumulate, float* bias = null, float* rowSums = null)
+    {
+        if (m == 0 || n == 0) return;
+        if (k == 0)
+        {
+            if (!accumulate) WriteBias(m, n, c, bias);
+            return;
+        }
+        var shape = n <= Narrow.NR ? Narrow : Selected;
+        // c^T = b^T a^T: run the orientation that wastes fewer lanes on padding (dA = s u^T x, with
+        // k = 4 rows, belongs on the MR side, not in a 32-wide vector). Thin outputs that the narrow
+        // kernel covers stay as they are: their big operand is then read in place, not packed.
+        if (bias == null && rowSums == null && n > Narrow.NR
+            && Padded(n, shape.MR) * Padded(m, shape.NR) < Padded(m, shape.MR) * Padded(n, shape.NR))
+        {
+            Blocked(n, m, k, b, a, c.Transposed(), accumulate, null, null, shape);
+        }
+        else
+        {
+            Blocked(m, n, k, a, b, c, accumulate, bias, rowSums, shape);
+        }
+    }
+
+    private static long Padded(int size, int tile) => (size + tile - 1) / tile * (long)tile;
+
+    private static void WriteBias(int m, int n, in GemmOutput c, float* bias)
+    {
+        for (var i = 0; i < m; i++)
+        {
+            for (var j = 0; j < n; j++) *c.At(i, j) = bias == null ? 0f : bias[j];
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Blocked(int m, int n, int k, in GemmOperand a, in GemmOperand b, in GemmOutput c,
+        bool accumulate, float* bias, float* rowSums, in Shape shape)
+    {
+        var nr = shape.NR;
+        var chunk = Math.Max(nr, PackedBBudget / k / nr * nr);
+        chunk = Math.Min(chunk, (n + nr - 1) / nr * nr);
+        var packedB = GemmWorkspace.Caller.PackedB((long)k * chunk);
+        var serial = (long)m * n * k <= SerialWork;
+        var tasks = serial ? 1 : 4 * CpuParallel.ThreadCount;
+        for (var n0 = 0; n0 < n; n0 += chunk)
+        {
+            var nc = Math.Min(chunk, n - n0);
+            var panels = (nc + nr - 1) / nr;
+            var packedPanels = 0;
+            var job = new GemmJob
+            {
+                A = a,
+                B = b,
+                C = c,
+                PackedB = packedB,
+                M = m,
+                K = k,
+                N0 = n0,
+                Nc = nc,
+                Shape = shape,
+                Accumulate = accumulate,
+                Bias = bias,
+                RowSums = n0 == 0 ? rowSums : null,
+                PanelsPerPackTask = (panels + tasks - 1) / tasks,
+                PackTasksDone = &packedPanels,
+            };
+            job.PackTasks = (panels + job.PanelsPerPackTask - 1) / job.PanelsPerPackTask;
+            job.Split(panels, tasks);
+            CpuParallel.For(job.PackTasks + job.RowBlocks * job.ColBlocks, ref job);
+        }
+    }
+
+    /// <summary>
+    /// One column chunk of a GEMM as one parallel job: tasks [0, PackTasks) pack b's micro-panels (each
+    /// over the whole K), the remaining tasks compute output tiles of MT rows by a run of micro-panels.
+    /// CpuParallel hands out task indices in increasing order, so every packing task is running or
+    /// done before a tile task starts; a tile task waits (spinning) for the packing count to complete.
+    /// One fork/join per GEMM instead of two.
+    /// </summary>
+    private struct GemmJob : IParallelJob
+    {
+        public GemmOperand A;
+        public GemmOperand B;
+        public GemmOutput C;
+        public float* PackedB;
+        public int M, K, N0, Nc;
+        public Shape Shape;
+        public bool Accumulate;
+        public float* Bias;
+        public float* RowSums;
+        public int PackTasks, PanelsPerPackTask;
+        public int* PackTasksDone;
+        public int RowBlocks, ColBlocks, RowsPerBlock, PanelsPerBlock, GroupK;
+
+        public readonly void Execute(int index)
+        {
+            if (index < PackTasks)
+            {
+                try
+                {
+                    Pack(index);
+                }
+                finally
+                {
+                    Interlocked.Increment(ref *PackTasksDone);
+                }
+                return;
+            }
+            var spinner = default(SpinWait);
+            while (Volatile.Read(ref *PackTasksDone) < PackTasks) spinner.SpinOnce(sleep1Threshold: -1);
+            Compute(index - PackTasks);
+        }
+
+        /// <summary>Packs micro-panels [task*PanelsPerPackTask, ...) of b's column chunk, each over the whole K.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private readonly void Pack(int task)
+        {
+            var nr = Shape.NR;
+            var first = task * PanelsPerPackTask;
+            var last = Math.Min(first + PanelsPerPackTask, (Nc + nr - 1) / nr);
+            for (var panel = first; panel < last; panel++)
+            {
+                var j = panel * nr;
+                GemmPack.Panel(B, N0 + j, Math.Min(nr, Nc - j), nr, 0, K, PackedB + (nint)panel * K * nr);
+            }
+        }
+
+        /// <summary>Cuts the chunk into about <paramref name="tasks"/> tiles of at most MT rows, preferring whole rows of panels.</summary>
+        public void Split(int panels, int tasks)
+        {
+            var mr = Shape.MR;
+            var rowPanels = (M + mr - 1) / mr;
+            var blocks = Math.Min(rowPanels, Math.Max((M + Shape.MT - 1) / Shape.MT, tasks));
+            RowsPerBlock = (rowPanels + blocks - 1) / blocks * mr;
+            RowBlocks = (M + RowsPerBlock - 1) / RowsPerBlock;
+            var colBlocks = Math.Min(panels, Math.Max(1, (tasks + RowBlocks - 1) / RowBlocks));
+            PanelsPerBlock = (panels + colBlocks - 1) / colBlocks;
+            ColBlocks = (panels + PanelsPerBlock - 1) / PanelsPerBlock;
+            GroupK = Math.Max(Shape.KC, GroupFloats / RowsPerBlock / Shape.KC * Shape.KC);
+        }
+
+        /// <summary>
+        /// The tile's loop nest: for each group of K blocks (GroupK entries), for each micro-panel of b, for
+        /// each K block of the group, for each MR-row panel of a. The c tile (rows x NR) stays in L1 across
+        /// a group's K blocks (one group when K &lt;= 512 at MT = 128), the group's slice of a (read in place,
+        /// or packed once up front) in L2 across b's micro-panels, and each KC x NR micro-panel of b in L1
+        /// across the row panels.
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private readonly void Compute(int index)
+        {
+            var mr = Shape.MR;
+            var nr = Shape.NR;
+            var rowBlock = index / ColBlocks;
+            var colBlock = index % ColBlocks;
+            var i0 = rowBlock * RowsPerBlock;
+            var rows = Math.Min(RowsPerBlock, M - i0);
+            var rowPanels = (rows + mr - 1) / mr;
+            var firstPanel = colBlock * PanelsPerBlock;
+            var lastPanel = Math.Min(firstPanel + PanelsPerBlock, (Nc + nr - 1) / nr);
+            // A short tail of K (LoRA's k ranks) rides along the last block of the head, in the same
+            // kernel call: no extra pass over c.
+            var tailK = K - A.HeadK;
+            var mergeTail = A.HeadK > 0 && tailK > 0 && tailK <= Shape.KC;
+            var head = A.Head;
+            var headInPlace = GemmPack.ReadsInPlace(head);
+            var tile = stackalloc float[mr * nr + 16];
+            var direct = C.IsDirect;
+
+            // What the kernel cannot read in place is packed once, over all of K: packed panel ip holds
+            // K x MR floats at packedA + ip*MR*K (for an in-place panel, only its tail entries).
+            var packedA = GemmWorkspace.Worker.PackedA((long)rowPanels * mr * K);
+            for (var ip = 0; ip < rowPanels; ip++)
+            {
+                var i = i0 + ip * mr;
+                var valid = Math.Min(mr, i0 + rows - i);
+                var panel = packedA + (nint)ip * mr * K;
+                if (!headInPlace || valid < mr)
+                {
+                    GemmPack.Panel(A, i, valid, mr, 0, K, panel);
+                }
+                else if (tailK > 0)
+                {
+                    GemmPack.Panel(A, i, valid, mr, A.HeadK, tailK, panel + (nint)A.HeadK * mr);
+                }
+                if (colBlock == 0 && RowSums != null) GemmPack.AddRowSums(A, i, valid, 0, K, RowSums + i);
+            }
+
+            for (var g0 = 0; g0 < K;)
+            {
+                // A group of K blocks whose slice of a (rows x GroupK) stays in L2 while b's micro-panels pass.
+                var gEnd = g0;
+                while (gEnd < K && (gEnd == g0 || gEnd - g0 + Math.Min(Shape.KC, K - gEnd) <= GroupK))
+                {
+                    var inHead = gEnd < A.HeadK;
+                    var kc = Math.Min(Shape.KC, (inHead ? A.HeadK : K) - gEnd);
+                    gEnd += kc + (mergeTail && inHead && gEnd + kc == A.HeadK ? tailK : 0);
+                }
+                for (var jp = firstPanel; jp < lastPanel; jp++)
+                {
+                    var jLocal = jp * nr;
+                    var j = N0 + jLocal;
+                    var cols = Math.Min(nr, Nc - jLocal);
+                    var bColumn = PackedB + (nint)jp * K * nr;
+                    for (var p0 = g0; p0 < gEnd;)
+                    {
+                        var inHead = p0 < A.HeadK;
+                        var kc = Math.Min(Shape.KC, (inHead ? A.HeadK : K) - p0);
+                        var kcTail = mergeTail && inHead && p0 + kc == A.HeadK ? tailK : 0;
+                        var accumulate = Accumulate || p0 > 0;
+                        var columnBias = accumulate || Bias == null ? null : Bias + j;
+                        var bPanel = bColumn + (nint)p0 * nr;
+                        for (var ip = 0; ip < rowPanels; ip++)
+                        {
+                            var i = i0 + ip * mr;
+                            var valid = Math.Min(mr, i0 + rows - i);
+                            var panel = packedA + (nint)ip * mr * K;
+                            // In place: kc entries at a[i*ars + p*aks], then kcTail packed ones; else all packed.
+                            var inPlace = inHead && headInPlace && valid == mr;
+                            var a = inPlace ? head.Data + i * head.RowStride + p0 * head.KStride : panel + (nint)p0 * mr;
+                            var ars = inPlace ? head.RowStride : 1;
+                            var aks = inPlace ? head.KStride : mr;
+                            var kcIn = inPlace ? kc : kc + kcTail;
+                            var kcPacked = inPlace ? kcTail : 0;
+                            var aTail = panel + (nint)A.HeadK * mr;
+                            if (direct && valid == mr && cols == nr)
+                            {
+                                Shape.Kernel(kcIn, a, ars, aks, kcPacked, aTail, bPanel, C.Data + i * C.RowStride + j, C.RowStride, columnBias, accumulate);
+                            }
+                            else
+                            {
+                                Shape.Kernel(kcIn, a, ars, aks, kcPacked, aTail, bPanel, tile, nr, null, false);
+                                StoreTile(tile, nr, valid, cols, C, i, j, accumulate, columnBias);
+                            }
+                        }
+                        p0 += kc + kcTail;
+                    }
+                }
+                g0 = gEnd;
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private static void StoreTile(float* tile, int nr, int rows, int cols, in GemmOutput c, int i0, int j0, bool accumulate, float* bias)
+        {
+            if (c.IsDirect)
+            {
+                for (var i = 0; i < rows; i++)
+                {
+                    var from = tile + i * nr;
+                    var to = c.Data + (i0 + i) * c.RowStride + j0;
+                    if (accumulate)
+                    {
+                        for (var j = 0; j < cols; j++) to[j] += from[j];
+                    }
+                    else
+                    {
+                        for (var j = 0; j < cols; j++) to[j] = bias == null ? from[j] : from[j] + bias[j];
+                    }
+                }
+                return;
+            }
+            for (var i = 0; i < rows; i++)
+            {
+                for (var j = 0; j < cols; j++)
+                {
+                    var value = tile[i * nr + j];
+                    var to = c.At(i0 + i, j0 + j);
+                    *to = accumulate ? *to + value : bias == null ? value : value + bias[j];
+                }
+            }
+        }
+    }
+}
+
+/// <summary>
+/// Packing buffers, allocated once per thread and grown when a larger GEMM asks (never on the steady
+/// state's hot path). <see cref="Caller"/> holds what one GEMM call shares between its tasks (packed b,
+/// LoRA's hidden products); <see cref="Worker"/> holds one task's packed a.
+/// </summary>
+internal sealed unsafe class GemmWorkspace
+{
+    [ThreadStatic] private static GemmWorkspace? t_caller;
+    [ThreadStatic] private static GemmWorkspace? t_worker;
+
+    private readonly Slot _packedA = new();
+    private readonly Slot _packedB = new();
+    private readonly Slot _scratch = new();
+
+    public static GemmWorkspace Caller => t_caller ??= new GemmWorkspace();
+
+    public static GemmWorkspace Worker => t_worker ??= new GemmWorkspace();
+
+    public float* PackedA(long floats) => _packedA.Get(floats);
+
+    public float* PackedB(long floats) => _packedB.Get(floats);
+
+    public float* Scratch(long floats) => _scratch.Get(floats);
+
+    /// <summary>A pinned array with a 64-byte aligned start.</summary>
+    private sealed class Slot
+    {
+        private float[] _array = [];
+        private float* _aligned;
+        private long _capacity;
+
+        public float* Get(long floats)
+        {
+            if (floats > _capacity)
+            {
+                _array = GC.AllocateUninitializedArray<float>(checked((int)floats + 16), pinned: true);
+                var start = (nint)Unsafe.AsPointer(ref _array[0]);
+                _aligned = (float*)((start + 63) & ~(nint)63);
+                _capacity = floats;
+            }
+            return _aligned;
+        }
+    }
+}

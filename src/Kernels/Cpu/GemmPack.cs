@@ -1,0 +1,269 @@
+// GEMM packing: operand(i, p) = scale * weight[p] * data[row(i) * rowStride + col(p) * kStride], for
+// i along the output and p along K, copied into micro-panels dst[p * width + i] (width MR for a,
+// NR for b). Shapes are the caller's: see Gemm.cs.
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace FedLora.Kernels.Cpu;
+
+/// <summary>
+/// One strided source matrix of a GEMM operand: element (i, p) is
+/// Scale * KScale[p] * Data[row(i) * RowStride + col(p) * KStride], where row(i) = RowIndex[i] (or i)
+/// and col(p) = KIndex[p] (or p). i runs along the output (A's rows or B's columns), p along K.
+/// </summary>
+/// <remarks>
+/// The strides express every transpose the matmul family needs (x W^T, dy W, dy^T x), the index
+/// maps express a LoRA rank index set I (A's rows I, B's columns I), and KScale is FLoRA's per-row
+/// client weight. Optional pointers are null when absent.
+/// </remarks>
+internal unsafe struct GemmSource
+{
+    public float* Data;
+    public nint RowStride;
+    public nint KStride;
+    public int* RowIndex;
+    public int* KIndex;
+    public float* KScale;
+    public float Scale;
+
+    public static GemmSource Strided(float* data, nint rowStride, nint kStride) =>
+        new() { Data = data, RowStride = rowStride, KStride = kStride, Scale = 1f };
+}
+
+/// <summary>
+/// A GEMM operand of K columns made of two sources laid side by side along K: entries p &lt; HeadK
+/// come from Head, the rest from Tail (at p - HeadK). A plain matrix has an empty tail; LoRA's
+/// [x | s t] and [W | B_I] have the adapter as the tail, so that one GEMM computes both products.
+/// </summary>
+internal unsafe struct GemmOperand
+{
+    public GemmSource Head;
+    public GemmSource Tail;
+    public int HeadK;
+
+    public static GemmOperand Plain(GemmSource source, int k) => new() { Head = source, HeadK = k };
+
+    public static GemmOperand Concat(GemmSource head, int headK, GemmSource tail) =>
+        new() { Head = head, HeadK = headK, Tail = tail };
+}
+
+/// <summary>
+/// Packing: copies a panel of an operand (width rows of i, K entries [p0, p0+kc)) into the
+/// micro-kernels' layout, dst[p*width + i], zero-padding rows past the matrix edge so that the
+/// micro-kernel always runs at full size. A panel of A has width MR, a panel of B width NR.
+/// </summary>
+internal static unsafe class GemmPack
+{
+    /// <summary>Packs rows [i0, i0+rows) of <paramref name="operand"/> (zero rows up to width) over K entries [p0, p0+kc).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Panel(in GemmOperand operand, int i0, int rows, int width, int p0, int kc, float* dst)
+    {
+        var headEnd = Math.Min(p0 + kc, operand.HeadK);
+        if (headEnd > p0)
+        {
+            Source(operand.Head, i0, rows, width, p0, headEnd - p0, dst);
+        }
+        var tailStart = Math.Max(p0, operand.HeadK);
+        if (p0 + kc > tailStart)
+        {
+            Source(operand.Tail, i0, rows, width, tailStart - operand.HeadK, p0 + kc - tailStart, dst + (nint)(tailStart - p0) * width);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Source(in GemmSource s, int i0, int rows, int width, int p0, int kc, float* dst)
+    {
+        if (s.RowStride == 1 && s.RowIndex == null)
+        {
+            // i is contiguous: each K entry is one run of `rows` floats (dy^T, x^T, W as B of dy W).
+            if (rows == width && s.KIndex == null && s.KScale == null && s.Scale == 1f)
+            {
+                CopyRuns(s.Data + i0 + p0 * s.KStride, s.KStride, width, kc, dst);
+                return;
+            }
+            for (var p = 0; p < kc; p++)
+            {
+                var col = s.KIndex == null ? p0 + p : s.KIndex[p0 + p];
+                var scale = s.KScale == null ? s.Scale : s.Scale * s.KScale[p0 + p];
+                var from = s.Data + (nint)(i0) + col * s.KStride;
+                var to = dst + (nint)p * width;
+                ScaledCopy(from, to, rows, scale);
+                for (var i = rows; i < width; i++) to[i] = 0f;
+            }
+            return;
+        }
+
+        // Each row i is read along p (x, dy, and W as B of x W^T): row-major gather, p outer so
+        // that the writes are sequential.
+        var rowStarts = stackalloc nint[width];
+        for (var i = 0; i < rows; i++)
+        {
+            rowStarts[i] = (s.RowIndex == null ? i0 + i : s.RowIndex[i0 + i]) * s.RowStride;
+        }
+        if (s.KStride == 1 && s.KIndex == null && s.KScale == null)
+        {
+            var data = s.Data + p0;
+            var scale = s.Scale;
+            var done = 0;
+            if (Avx.IsSupported && SimdWidth.Use256)
+            {
+                for (; done + 8 <= rows; done += 8) Transpose8(data, rowStarts + done, kc, scale, dst + done, width);
+            }
+            for (var p = 0; p < kc; p++)
+            {
+                var to = dst + (nint)p * width;
+                for (var i = done; i < rows; i++) to[i] = scale * data[rowStarts[i] + p];
+                for (var i = rows; i < width; i++) to[i] = 0f;
+            }
+            return;
+        }
+        for (var p = 0; p < kc; p++)
+        {
+            var col = (s.KIndex == null ? p0 + p : s.KIndex[p0 + p]) * s.KStride;
+            var scale = s.KScale == null ? s.Scale : s.Scale * s.KScale[p0 + p];
+            var to = dst + (nint)p * width;
+            for (var i = 0; i < rows; i++) to[i] = scale * s.Data[rowStarts[i] + col];
+            for (var i = rows; i < width; i++) to[i] = 0f;
+        }
+    }
+
+    /// <summary>dst[p*width + i] = from[p*stride + i] for i &lt; width, p &lt; kc: one vector run per K entry.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void CopyRuns(float* from, nint stride, int width, int kc, float* dst)
+    {
+        if (SimdWidth.Use512 && width % 16 == 0)
+        {
+            for (var p = 0; p < kc; p++, from += stride, dst += width)
+            {
+                for (var i = 0; i < width; i += 16) Vector512.Store(Vector512.Load(from + i), dst + i);
+            }
+        }
+        else if (SimdWidth.Use256 && width % 8 == 0)
+        {
+            for (var p = 0; p < kc; p++, from += stride, dst += width)
+            {
+                for (var i = 0; i < width; i += 8) Vector256.Store(Vector256.Load(from + i), dst + i);
+            }
+        }
+        else
+        {
+            for (var p = 0; p < kc; p++, from += stride, dst += width)
+            {
+                for (var i = 0; i < width; i++) dst[i] = from[i];
+            }
+        }
+    }
+
+    /// <summary>
+    /// Eight rows read along p, written as eight-float columns: dst[p*width + i] = scale * data[rowStarts[i] + p]
+    /// for i &lt; 8, in 8x8 blocks transposed in registers (unpack, shuffle, 128-bit permute), the last
+    /// kc % 8 entries one by one.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Transpose8(float* data, nint* rowStarts, int kc, float scale, float* dst, int width)
+    {
+        float* r0 = data + rowStarts[0], r1 = data + rowStarts[1], r2 = data + rowStarts[2], r3 = data + rowStarts[3];
+        float* r4 = data + rowStarts[4], r5 = data + rowStarts[5], r6 = data + rowStarts[6], r7 = data + rowStarts[7];
+        var s = Vector256.Create(scale);
+        var p = 0;
+        for (; p + 8 <= kc; p += 8)
+        {
+            var t0 = Avx.UnpackLow(Vector256.Load(r0 + p), Vector256.Load(r1 + p));
+            var t1 = Avx.UnpackHigh(Vector256.Load(r0 + p), Vector256.Load(r1 + p));
+            var t2 = Avx.UnpackLow(Vector256.Load(r2 + p), Vector256.Load(r3 + p));
+            var t3 = Avx.UnpackHigh(Vector256.Load(r2 + p), Vector256.Load(r3 + p));
+            var t4 = Avx.UnpackLow(Vector256.Load(r4 + p), Vector256.Load(r5 + p));
+            var t5 = Avx.UnpackHigh(Vector256.Load(r4 + p), Vector256.Load(r5 + p));
+            var t6 = Avx.UnpackLow(Vector256.Load(r6 + p), Vector256.Load(r7 + p));
+            var t7 = Avx.UnpackHigh(Vector256.Load(r6 + p), Vector256.Load(r7 + p));
+            var u0 = Avx.Shuffle(t0, t2, 0x44);
+            var u1 = Avx.Shuffle(t0, t2, 0xEE);
+            var u2 = Avx.Shuffle(t1, t3, 0x44);
+            var u3 = Avx.Shuffle(t1, t3, 0xEE);
+            var u4 = Avx.Shuffle(t4, t6, 0x44);
+            var u5 = Avx.Shuffle(t4, t6, 0xEE);
+            var u6 = Avx.Shuffle(t5, t7, 0x44);
+            var u7 = Avx.Shuffle(t5, t7, 0xEE);
+            var to = dst + (nint)p * width;
+            (s * Avx.Permute2x128(u0, u4, 0x20)).Store(to);
+            (s * Avx.Permute2x128(u1, u5, 0x20)).Store(to + width);
+            (s * Avx.Permute2x128(u2, u6, 0x20)).Store(to + 2 * width);
+            (s * Avx.Permute2x128(u3, u7, 0x20)).Store(to + 3 * width);
+            (s * Avx.Permute2x128(u0, u4, 0x31)).Store(to + 4 * width);
+            (s * Avx.Permute2x128(u1, u5, 0x31)).Store(to + 5 * width);
+            (s * Avx.Permute2x128(u2, u6, 0x31)).Store(to + 6 * width);
+            (s * Avx.Permute2x128(u3, u7, 0x31)).Store(to + 7 * width);
+        }
+        for (; p < kc; p++)
+        {
+            var to = dst + (nint)p * width;
+            to[0] = scale * r0[p];
+            to[1] = scale * r1[p];
+            to[2] = scale * r2[p];
+            to[3] = scale * r3[p];
+            to[4] = scale * r4[p];
+            to[5] = scale * r5[p];
+            to[6] = scale * r6[p];
+            to[7] = scale * r7[p];
+        }
+    }
+
+    /// <summary>to[0..count) = scale * from[0..count), at the widest vector width allowed.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void ScaledCopy(float* from, float* to, int count, float scale)
+    {
+        var i = 0;
+        if (SimdWidth.Use512)
+        {
+            var s = Vector512.Create(scale);
+            for (; i <= count - 16; i += 16) (s * Vector512.Load(from + i)).Store(to + i);
+        }
+        if (SimdWidth.Use256)
+        {
+            var s = Vector256.Create(scale);
+            for (; i <= count - 8; i += 8) (s * Vector256.Load(from + i)).Store(to + i);
+        }
+        if (SimdWidth.Use128)
+        {
+            var s = Vector128.Create(scale);
+            for (; i <= count - 4; i += 4) (s * Vector128.Load(from + i)).Store(to + i);
+        }
+        for (; i < count; i++) to[i] = scale * from[i];
+    }
+
+    /// <summary>
+    /// True when the micro-kernel can read the source in place, element (i,p) at Data[i*RowStride + p*KStride]
+    /// with one of the strides 1: no index map, no weight, no scale.
+    /// </summary>
+    public static bool ReadsInPlace(in GemmSource s) =>
+        s.RowIndex == null && s.KIndex == null && s.KScale == null && s.Scale == 1f && (s.KStride == 1 || s.RowStride == 1);
+
+    /// <summary>sums[i] += sum over p in [p0, p0+kc) of operand(i0+i, p), for i &lt; rows, in p order.</summary>
+    public static void AddRowSums(in GemmOperand operand, int i0, int rows, int p0, int kc, float* sums)
+    {
+        var headEnd = Math.Min(p0 + kc, operand.HeadK);
+        if (headEnd > p0) AddRowSums(operand.Head, i0, rows, p0, headEnd - p0, sums);
+        var tailStart = Math.Max(p0, operand.HeadK);
+        if (p0 + kc > tailStart) AddRowSums(operand.Tail, i0, rows, tailStart - operand.HeadK, p0 + kc - tailStart, sums);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void AddRowSums(in GemmSource s, int i0, int rows, int p0, int kc, float* sums)
+    {
+        for (var p = p0; p < p0 + kc; p++)
+        {
+            var col = (s.KIndex == null ? p : s.KIndex[p]) * s.KStride;
+            var scale = s.KScale == null ? s.Scale : s.Scale * s.KScale[p];
+            if (s.RowStride == 1 && s.RowIndex == null)
+            {
+                GemmViews.Axpy(scale, s.Data + i0 + col, sums, rows);
+                continue;
+            }
+            for (var i = 0; i < rows; i++)
+            {
+                sums[i] += scale * s.Data[(s.RowIndex == null ? i0 + i : s.RowIndex[i0 + i]) * s.RowStride + col];
+            }
+        }
+    }
+}

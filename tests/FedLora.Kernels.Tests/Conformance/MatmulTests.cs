@@ -1,0 +1,124 @@
+namespace FedLora.Kernels.Tests.Conformance;
+
+/// <summary>
+/// Matmul forward and backward on every backend against the Reference, on odd shapes drawn from
+/// {0, 1, 7, 17, 33, 129} (every edge-tile remainder of every micro-kernel), shapes that cross the
+/// GEMM's K blocking (K > 256) and its column chunking, and one shape of the model.
+/// </summary>
+public class MatmulTests
+{
+    /// <summary>
+    /// (N, C, O): each odd size in each position, zeros included; K past one K block (300); K past one
+    /// group of K blocks on 128-row tiles (forward 1024x600, dW 1024x600); the model's qkv shape.
+    /// </summary>
+    internal static readonly (int N, int C, int O)[] Shapes =
+    [
+        (0, 7, 17), (7, 0, 17), (7, 17, 0), (1, 1, 1), (1, 7, 17), (7, 1, 33), (17, 33, 1), (33, 17, 7),
+        (129, 7, 33), (7, 129, 17), (17, 33, 129), (33, 129, 129), (129, 129, 7), (129, 33, 17), (1, 129, 129),
+        (129, 1, 129), (17, 300, 33), (300, 33, 17), (1024, 600, 33), (600, 17, 1024), (128, 128, 384),
+    ];
+
+    public static TheoryData<string, int, int, int, bool> ForwardCases()
+    {
+        var data = new TheoryData<string, int, int, int, bool>();
+        foreach (var backend in TestBackends.Names)
+        {
+            foreach (var (n, c, o) in Shapes)
+            {
+                data.Add(backend, n, c, o, true);
+                data.Add(backend, n, c, o, false);
+            }
+        }
+        return data;
+    }
+
+    /// <summary>Which gradients are requested: bit 0 inputGrad, bit 1 weightGrad, bit 2 biasGrad.</summary>
+    public static TheoryData<string, int, int, int, int> BackwardCases()
+    {
+        var data = new TheoryData<string, int, int, int, int>();
+        foreach (var backend in TestBackends.Names)
+        {
+            foreach (var (n, c, o) in Shapes)
+            {
+                data.Add(backend, n, c, o, 0b111);
+            }
+            foreach (var grads in new[] { 0b001, 0b010, 0b100, 0b110, 0b000 })
+            {
+                data.Add(backend, 33, 17, 129, grads);
+                data.Add(backend, 129, 33, 7, grads);
+            }
+        }
+        return data;
+    }
+
+    /// <summary>abs = rel tolerance for a float32 sum of K products of values in [-1, 1].</summary>
+    internal static float Tolerance(int k) => 1e-4f * MathF.Sqrt(k + 1);
+
+    [Theory, MemberData(nameof(ForwardCases))]
+    public void MatmulForward_OddShapes_MatchesReference(string backend, int n, int c, int o, bool withBias)
+    {
+        using var twin = new Twin(backend);
+        var x = twin.Random(n * c);
+        var w = twin.Random(o * c);
+        var bias = withBias ? twin.Random(o) : null;
+        var y = twin.Random(n * o);
+        twin.Reference.MatmulForward(n, c, o, x.Reference, w.Reference, bias?.Reference, y.Reference);
+        twin.Device.MatmulForward(n, c, o, x.Device, w.Device, bias?.Device, y.Device);
+        twin.AssertClose(y, Tolerance(c), Tolerance(c), $"y ({n},{c},{o}) bias={withBias}");
+    }
+
+    [Theory, MemberData(nameof(BackwardCases))]
+    public void MatmulBackward_OddShapes_MatchesReference(string backend, int n, int c, int o, int grads)
+    {
+        using var twin = new Twin(backend);
+        var dy = twin.Random(n * o);
+        var x = twin.Random(n * c);
+        var w = twin.Random(o * c);
+        var dx = (grads & 1) != 0 ? twin.Random(n * c) : null;
+        var dw = (grads & 2) != 0 ? twin.Random(o * c) : null;
+        var db = (grads & 4) != 0 ? twin.Random(o) : null;
+        twin.Reference.MatmulBackward(n, c, o, dy.Reference, x.Reference, w.Reference, dx?.Reference, dw?.Reference, db?.Reference);
+        twin.Device.MatmulBackward(n, c, o, dy.Device, x.Device, w.Device, dx?.Device, dw?.Device, db?.Device);
+        if (dx is not null) twin.AssertClose(dx, Tolerance(o), Tolerance(o), $"dx ({n},{c},{o})");
+        if (dw is not null) twin.AssertClose(dw, Tolerance(n), Tolerance(n), $"dW ({n},{c},{o})");
+        if (db is not null) twin.AssertClose(db, Tolerance(n), Tolerance(n), $"dbias ({n},{c},{o})");
+    }
+
+    // K x columns past the GEMM's packed-b budget (2^21 floats) splits the columns in chunks; the
+    // bias gradient, folded into the first chunk's packing, must still be counted once.
+    [Theory, MemberData(nameof(TestBackends.All), MemberType = typeof(TestBackends))]
+    public void MatmulBackward_ManyColumnsLongK_MatchesReference(string backend)
+    {
+        const int n = 2049, c = 1040, o = 7;
+        using var twin = new Twin(backend);
+        var dy = twin.Random(n * o);
+        var x = twin.Random(n * c);
+        var w = twin.Random(o * c);
+        var dx = twin.Random(n * c);
+        var dw = twin.Random(o * c);
+        var db = twin.Random(o);
+        twin.Reference.MatmulBackward(n, c, o, dy.Reference, x.Reference, w.Reference, dx.Reference, dw.Reference, db.Reference);
+        twin.Device.MatmulBackward(n, c, o, dy.Device, x.Device, w.Device, dx.Device, dw.Device, db.Device);
+        twin.AssertClose(dx, Tolerance(o), Tolerance(o), "dx");
+        twin.AssertClose(dw, Tolerance(n), Tolerance(n), "dW");
+        twin.AssertClose(db, Tolerance(n), Tolerance(n), "dbias");
+    }
+
+    [Theory, MemberData(nameof(TestBackends.All), MemberType = typeof(TestBackends))]
+    public void MatmulForward_RepeatedRuns_AreBitwiseIdentical(string backend)
+    {
+        const int n = 257, c = 300, o = 129;
+        using var twin = new Twin(backend);
+        var x = twin.Random(n * c);
+        var w = twin.Random(o * c);
+        var bias = twin.Random(o);
+        var y = twin.Zeros(n * o);
+        twin.Device.MatmulForward(n, c, o, x.Device, w.Device, bias.Device, y.Device);
+        var first = twin.Device.ToArray(y.Device);
+        for (var run = 0; run < 5; run++)
+        {
+            twin.Device.MatmulForward(n, c, o, x.Device, w.Device, bias.Device, y.Device);
+            Twin.AssertClose(first, twin.Device.ToArray(y.Device), 0, 0, $"{backend}: run {run + 2} against run 1");
+        }
+    }
+}
