@@ -123,17 +123,21 @@ internal static class Compare
         return Process.Start(start) ?? throw new InvalidOperationException($"could not start {python} {script}");
     }
 
-    private static string FindPeerScript()
+    private static string FindPeerScript() => FindRepositoryFile(Path.Combine("bench", "peers", "gemm_numpy.py"));
+
+    /// <summary>A file of the repository, found from the benchmark binary upward.</summary>
+    internal static string FindRepositoryFile(string relativePath)
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
         {
-            var candidate = Path.Combine(dir.FullName, "bench", "peers", "gemm_numpy.py");
+            var candidate = Path.Combine(dir.FullName, relativePath);
             if (File.Exists(candidate)) return candidate;
         }
-        throw new FileNotFoundException("bench/peers/gemm_numpy.py not found above " + AppContext.BaseDirectory);
+        throw new FileNotFoundException($"{relativePath} not found above {AppContext.BaseDirectory}");
     }
 
-    private static void Print(string[] header, List<string[]> rows)
+    /// <summary>Prints a Markdown table, numbers right-aligned.</summary>
+    internal static void Print(string[] header, List<string[]> rows)
     {
         var widths = header.Select((h, i) => Math.Max(h.Length, rows.Count == 0 ? 0 : rows.Max(r => r[i].Length))).ToArray();
         Console.WriteLine("| " + string.Join(" | ", header.Select((h, i) => h.PadRight(widths[i]))) + " |");

@@ -60,6 +60,9 @@ public class LoraStepBenchmarks : IDisposable
         if (!(last < first)) throw new InvalidOperationException($"LoRA steps did not lower the loss ({first} -> {last})");
     }
 
+    /// <summary>Bytes held on the backend: the model (weights, activations, gradient scratch), adapters, their gradients and AdamW moments.</summary>
+    public long AllocatedBytes => _model.AllocatedBytes + 8L * _adapters.Parameters.Length + _optimizer.AllocatedBytes;
+
     [Benchmark]
     public float Step()
     {

@@ -1,0 +1,96 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using FedLora.Kernels.Cpu;
+using FedLora.Kernels;
+using FedLora.Model;
+using FedLora.Model.Training;
+
+namespace FedLora.Bench;
+
+/// <summary>
+/// `--compare-lora-step`: one LoRA fine-tuning step (forward, backward, AdamW on the adapters, base
+/// frozen) of FedLora's GPT against the same model in PyTorch (bench/peers/lora_step_torch.py, the
+/// better of 1 and 2 threads), at the two configurations of <see cref="LoraStepBenchmarks"/>; tokens/s
+/// = B*T / median step time, and their ratio. Also the bytes each run holds on the backend for LoRA
+/// fine-tuning against full fine-tuning of the same model.
+/// </summary>
+internal static class CompareLoraStep
+{
+    private const int Warmup = 3, Steps = 7;
+
+    public static int Run()
+    {
+        var python = Environment.GetEnvironmentVariable("FEDLORA_PYTHON") ?? "/usr/bin/python3";
+        var peer = RunPeer(python, Compare.FindRepositoryFile(Path.Combine("bench", "peers", "lora_step_torch.py")));
+        Console.WriteLine($"load: {File.ReadAllText("/proc/loadavg").Trim()}");
+        Console.WriteLine($"FedLora: {new CpuBackend().Description}");
+        Console.WriteLine();
+        var rows = new List<string[]>();
+        foreach (var name in new[] { "L4-C128", "L6-C256" })
+        {
+            var (tokensPerSecond, loraBytes, fullBytes) = Measure(name);
+            var (theirs, threads) = peer[name];
+            rows.Add([name, tokensPerSecond.ToString("0", CultureInfo.InvariantCulture), $"{theirs.ToString("0", CultureInfo.InvariantCulture)} ({threads})",
+                (tokensPerSecond / theirs).ToString("0.00", CultureInfo.InvariantCulture) + "x",
+                (loraBytes / 1e6).ToString("0.0", CultureInfo.InvariantCulture), (fullBytes / 1e6).ToString("0.0", CultureInfo.InvariantCulture)]);
+        }
+        Compare.Print(["config", "FedLora tok/s", "PyTorch tok/s (threads)", "ratio", "LoRA MB", "full FT MB"], rows);
+        Console.WriteLine();
+        Console.WriteLine("MB: bytes FedLora holds on the backend (weights, activations, gradient scratch, trainable gradients and AdamW moments)");
+        return 0;
+    }
+
+    private static (double TokensPerSecond, long LoraBytes, long FullBytes) Measure(string name)
+    {
+        var bench = new LoraStepBenchmarks { Config = name };
+        bench.Setup();
+        try
+        {
+            for (var i = 0; i < Warmup; i++) bench.Step();
+            var times = new double[Steps];
+            for (var i = 0; i < Steps; i++)
+            {
+                var watch = Stopwatch.StartNew();
+                bench.Step();
+                times[i] = watch.Elapsed.TotalSeconds;
+            }
+            Array.Sort(times);
+            var tokensPerSecond = LoraStepBenchmarks.Batch * LoraStepBenchmarks.Time / times[Steps / 2];
+            return (tokensPerSecond, bench.AllocatedBytes, FullFineTuningBytes(name));
+        }
+        finally
+        {
+            bench.Dispose();
+        }
+    }
+
+    /// <summary>The same model trained in full: base gradients and AdamW moments for every weight, no adapters.</summary>
+    private static long FullFineTuningBytes(string name)
+    {
+        using var backend = new CpuBackend();
+        using var model = new Gpt(backend, LoraStepBenchmarks.ModelConfig(name), LoraStepBenchmarks.Batch, LoraStepBenchmarks.Time) { TrainBase = true };
+        model.ZeroGradients();
+        using var optimizer = new AdamWOptimizer(backend, model.Parameters.Length, new AdamWSettings(LearningRate: 1e-3f));
+        return model.AllocatedBytes + optimizer.AllocatedBytes;
+    }
+
+    private static Dictionary<string, (double TokensPerSecond, int Threads)> RunPeer(string python, string script)
+    {
+        var start = new ProcessStartInfo(python, [script]) { RedirectStandardOutput = true, UseShellExecute = false };
+        start.Environment.Remove("OPENBLAS_CORETYPE");
+        start.Environment.Remove("OPENBLAS_L2_SIZE");
+        using var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {python}");
+        var best = new Dictionary<string, (double, int)>();
+        while (process.StandardOutput.ReadLine() is { } line)
+        {
+            using var json = JsonDocument.Parse(line);
+            var root = json.RootElement;
+            if (!root.TryGetProperty("best", out _)) continue;
+            best[root.GetProperty("config").GetString()!] = (root.GetProperty("tokens_per_s").GetDouble(), root.GetProperty("threads").GetInt32());
+        }
+        process.WaitForExit();
+        if (process.ExitCode != 0 || best.Count == 0) throw new InvalidOperationException($"the PyTorch peer failed (exit {process.ExitCode})");
+        return best;
+    }
+}
