@@ -1,0 +1,65 @@
+// The Matmul family's helpers around the tiled GEMM (MatmulGemm.cl): bias gradients, and the gathers
+// and scatters that reduce a rank-index set I to dense GEMMs (low-rank matmul, masked sketch update,
+// stacked aggregation). Rank indices live in the backend's int scratch buffer (idx, io).
+
+// One work-item per column j: y[j] += sum_i x[i,j]. x is (rows, cols), y is (cols).
+__kernel void column_sum_accumulate(const int rows, const int cols, __global const float* x, const int xo,
+                                    __global float* y, const int yo)
+{
+    const int j = get_global_id(0);
+    if (j >= cols) return;
+    float sum = 0.0f;
+    for (int i = 0; i < rows; i++) sum += x[xo + i * cols + j];
+    y[yo + j] += sum;
+}
+
+// dst[q,:] = src[idx[q],:]: A_I from A. src is (r,C), dst is (k,C).
+__kernel void gather_rows(const int k, const int c, __global const float* src, const int so,
+                          __global const int* idx, const int io, __global float* dst, const int dsto)
+{
+    const int index = get_global_id(0);
+    if (index >= k * c) return;
+    const int q = index / c;
+    dst[dsto + index] = src[so + idx[io + q] * c + index % c];
+}
+
+// dst[:,q] = src[:,idx[q]]: B_I from B. src is (O,r), dst is (O,k).
+__kernel void gather_columns(const int o, const int r, const int k, __global const float* src, const int so,
+                             __global const int* idx, const int io, __global float* dst, const int dsto)
+{
+    const int index = get_global_id(0);
+    if (index >= o * k) return;
+    const int q = index % k;
+    dst[dsto + index] = src[so + (index / k) * r + idx[io + q]];
+}
+
+// dst[idx[q],:] += coefficient src[q,:]. src is (k,C), dst is (r,C); the indices are distinct, so each
+// element of dst has one writer.
+__kernel void scatter_add_rows(const int k, const int c, const float coefficient, __global const float* src, const int so,
+                               __global const int* idx, const int io, __global float* dst, const int dsto)
+{
+    const int index = get_global_id(0);
+    if (index >= k * c) return;
+    const int q = index / c;
+    dst[dsto + idx[io + q] * c + index % c] += coefficient * src[so + index];
+}
+
+// dst[:,idx[q]] += coefficient src[:,q]. src is (O,k), dst is (O,r), distinct indices.
+__kernel void scatter_add_columns(const int o, const int r, const int k, const float coefficient,
+                                  __global const float* src, const int so, __global const int* idx, const int io,
+                                  __global float* dst, const int dsto)
+{
+    const int index = get_global_id(0);
+    if (index >= o * k) return;
+    const int q = index % k;
+    dst[dsto + (index / k) * r + idx[io + q]] += coefficient * src[so + index];
+}
+
+// dst[q,:] = w[q] src[q,:]: diag(w) A_stack. src and dst are (R,C), w is (R).
+__kernel void scale_rows(const int rows, const int c, __global const float* w, const int wo,
+                         __global const float* src, const int so, __global float* dst, const int dsto)
+{
+    const int index = get_global_id(0);
+    if (index >= rows * c) return;
+    dst[dsto + index] = w[wo + index / c] * src[so + index];
+}

@@ -1,0 +1,261 @@
+using System.Globalization;
+
+namespace FedLora.Kernels.OpenCl;
+
+// Matmul, low-rank (LoRA) matmul, masked sketch update and stacked aggregation (Matmul.cl and the
+// tiled GEMM template MatmulGemm.cl). Every product is one of three dense GEMM layouts:
+//   gemm_nt  C = A B^T   A (M,K), B stored (N,K)   forward: inp W^T, inp A_I^T, t B_I^T
+//   gemm_nn  C = A B     A (M,K), B stored (K,N)   dinp = dout W, u = dout B_I, dinp += u A_I, W += B_stack A_stack
+//   gemm_tn  C = A^T B   A stored (K,M), B (K,N)   dW = dout^T inp, dB_I = dout^T t, dA_I = u^T inp
+// A rank-index set I is reduced to dense operands by gathering A_I (k,C) and B_I (O,k) into scratch,
+// and gradients for I are computed densely and scattered back (scatter_add_rows / _columns).
+//
+// Low-rank forward: out = inp W^T + bias, t = inp A_I^T, then out += s t B_I^T as a second,
+// accumulating GEMM pass over K = k. Two passes instead of one GEMM over the concatenated K = C + k
+// ([inp | s t] times [W | B_I]^T): the extra pass re-reads out once (N*O floats) against the
+// 2*N*O*C flops of the base product, and keeps the GEMM kernel free of segment logic.
+public sealed partial class OpenClBackend
+{
+    /// <summary>Outputs per work-item per side in the tiled GEMM: 4 x 4 accumulators.</summary>
+    private const int GemmOutputsPerItem = 4;
+
+    private const int GemmBias = 1;
+    private const int GemmAccumulate = 2;
+
+    private MatmulKernels? _matmul;
+
+    private MatmulKernels Matmul => _matmul ??= BuildMatmul();
+
+    private string GemmDescription
+    {
+        get
+        {
+            var side = _matmul?.Side ?? PlannedGemmSide(Device.MaxWorkGroupSize);
+            var tile = side * GemmOutputsPerItem;
+            return string.Create(CultureInfo.InvariantCulture,
+                $"tiled GEMM: {tile}x{tile} tiles, {side}x{side} work-items of {GemmOutputsPerItem}x{GemmOutputsPerItem} outputs");
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void MatmulForwardCore(int n, int c, int o, BufferView input, BufferView weight, BufferView? bias, BufferView output)
+    {
+        lock (_gate)
+        {
+            var kernels = Matmul;
+            Gemm(kernels.Nt, n, o, c, 1f, input, c, weight, c, output, o, Optional(bias), bias is null ? 0 : GemmBias);
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void MatmulBackwardCore(int n, int c, int o, BufferView outputGrad, BufferView input, BufferView weight,
+        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad)
+    {
+        lock (_gate) DenseBackward(Matmul, n, c, o, outputGrad, input, weight, inputGrad, weightGrad, biasGrad);
+    }
+
+    /// <inheritdoc/>
+    protected override void LowRankMatmulForwardCore(int n, int c, int o, int rank, BufferView input, BufferView weight, BufferView? bias,
+        BufferView loraA, BufferView loraB, float scale, int[]? rankIndices, BufferView loraHidden, BufferView output)
+    {
+        lock (_gate)
+        {
+            var kernels = Matmul;
+            Gemm(kernels.Nt, n, o, c, 1f, input, c, weight, c, output, o, Optional(bias), bias is null ? 0 : GemmBias);
+            var k = rankIndices?.Length ?? rank;
+            if (k == 0) return;
+            var (aI, bI, ldbI) = ActiveRanks(kernels, c, o, rank, loraA, loraB, rankIndices, extraScratch: 0);
+            // t = inp A_I^T (N,k), then out += s t B_I^T.
+            Gemm(kernels.Nt, n, k, c, 1f, input, c, aI, c, loraHidden, k, Placeholder, 0);
+            Gemm(kernels.Nt, n, o, k, scale, loraHidden, k, bI, ldbI, output, o, Placeholder, GemmAccumulate);
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void LowRankMatmulBackwardCore(int n, int c, int o, int rank, BufferView outputGrad, BufferView input,
+        BufferView weight, BufferView loraA, BufferView loraB, float scale, int[]? rankIndices, BufferView loraHidden,
+        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, BufferView? loraAGrad, BufferView? loraBGrad)
+    {
+        lock (_gate)
+        {
+            var kernels = Matmul;
+            DenseBackward(kernels, n, c, o, outputGrad, input, weight, inputGrad, weightGrad, biasGrad);
+            var k = rankIndices?.Length ?? rank;
+            if (k == 0 || (inputGrad is null && loraAGrad is null && loraBGrad is null)) return;
+
+            // Scratch after the gathered A_I and B_I: u (N,k), then dA_I (k,C) and dB_I (O,k) when I is given.
+            var gathered = rankIndices is null ? 0 : k * c + o * k;
+            var uOffset = gathered;
+            var dAOffset = uOffset + n * k;
+            var dBOffset = dAOffset + (rankIndices is null ? 0 : k * c);
+            var extra = n * k + (rankIndices is null ? 0 : k * c + o * k);
+            var (aI, bI, ldbI) = ActiveRanks(kernels, c, o, rank, loraA, loraB, rankIndices, extra);
+            var scratch = _floatScratch.Handle;
+            var indices = KernelArg.Memory(_intScratch.Handle, 0);
+
+            if (loraBGrad is { } dB)
+            {
+                // dB_I += s dout^T t.
+                if (rankIndices is null)
+                {
+                    Gemm(kernels.Tn, o, k, n, scale, outputGrad, o, loraHidden, k, dB, rank, Placeholder, GemmAccumulate);
+                }
+                else
+                {
+                    Gemm(kernels.Tn, o, k, n, scale, outputGrad, o, loraHidden, k, KernelArg.Memory(scratch, dBOffset), k, Placeholder, 0);
+                    Run(kernels.ScatterAddColumns, o * k, o, rank, k, 1f, KernelArg.Memory(scratch, dBOffset), indices, dB);
+                }
+            }
+            if (loraAGrad is null && inputGrad is null) return;
+
+            // u = dout B_I (N,k).
+            var u = KernelArg.Memory(scratch, uOffset);
+            Gemm(kernels.Nn, n, k, o, 1f, outputGrad, o, bI, ldbI, u, k, Placeholder, 0);
+            if (loraAGrad is { } dA)
+            {
+                // dA_I += s u^T inp.
+                if (rankIndices is null)
+                {
+                    Gemm(kernels.Tn, k, c, n, scale, u, k, input, c, dA, c, Placeholder, GemmAccumulate);
+                }
+                else
+                {
+                    Gemm(kernels.Tn, k, c, n, scale, u, k, input, c, KernelArg.Memory(scratch, dAOffset), c, Placeholder, 0);
+                    Run(kernels.ScatterAddRows, k * c, k, c, 1f, KernelArg.Memory(scratch, dAOffset), indices, dA);
+                }
+            }
+            if (inputGrad is { } dx)
+            {
+                // dinp += s u A_I.
+                Gemm(kernels.Nn, n, c, k, scale, u, k, aI, c, dx, c, Placeholder, GemmAccumulate);
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void MaskedSketchUpdateCore(int c, int o, int rank, int[] rankIndices, float coefficient,
+        BufferView subA, BufferView subB, BufferView loraA, BufferView loraB)
+    {
+        var k = rankIndices.Length;
+        if (k == 0) return;
+        lock (_gate)
+        {
+            var kernels = Matmul;
+            var indices = UploadInts(rankIndices);
+            Run(kernels.ScatterAddRows, k * c, k, c, coefficient, subA, indices, loraA);
+            Run(kernels.ScatterAddColumns, o * k, o, rank, k, coefficient, subB, indices, loraB);
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void StackedAggregationCore(int o, int c, int stackedRank, BufferView stackedB, BufferView stackedA,
+        ReadOnlySpan<float> rowWeights, BufferView weight)
+    {
+        if (stackedRank == 0) return;
+        lock (_gate)
+        {
+            var kernels = Matmul;
+            // W += B_stack (diag(w) A_stack): the row weights scale A_stack's rows in scratch first.
+            var scratch = _floatScratch.Reserve(stackedRank + (long)stackedRank * c);
+            UploadFloats(rowWeights, 0);
+            var scaledA = KernelArg.Memory(scratch, stackedRank);
+            Run(kernels.ScaleRows, stackedRank * c, stackedRank, c, KernelArg.Memory(scratch, 0), stackedA, scaledA);
+            Gemm(kernels.Nn, o, c, stackedRank, 1f, stackedB, stackedRank, scaledA, c, weight, c, Placeholder, GemmAccumulate);
+        }
+    }
+
+    /// <summary>inputGrad += dout W; weightGrad += dout^T inp; biasGrad += colsum(dout), each when present.</summary>
+    private void DenseBackward(MatmulKernels kernels, int n, int c, int o, BufferView outputGrad, BufferView input, BufferView weight,
+        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad)
+    {
+        if (inputGrad is { } dx) Gemm(kernels.Nn, n, c, o, 1f, outputGrad, o, weight, c, dx, c, Placeholder, GemmAccumulate);
+        if (weightGrad is { } dw) Gemm(kernels.Tn, o, c, n, 1f, outputGrad, o, input, c, dw, c, Placeholder, GemmAccumulate);
+        if (biasGrad is { } db) Run(kernels.ColumnSumAccumulate, o, n, o, outputGrad, db);
+    }
+
+    /// <summary>
+    /// The dense operands of the active ranks: A_I (k,C) with row stride C and B_I (O,k) with row stride
+    /// ldb. Without an index set they are A and B themselves (ldb = r); with one, they are gathered into
+    /// the float scratch (A_I at 0, B_I at k C), which is reserved with <paramref name="extraScratch"/>
+    /// more floats for the caller, and the indices are left in the int scratch at 0.
+    /// </summary>
+    private (KernelArg A, KernelArg B, int Ldb) ActiveRanks(MatmulKernels kernels, int c, int o, int rank,
+        BufferView loraA, BufferView loraB, int[]? rankIndices, int extraScratch)
+    {
+        if (rankIndices is null)
+        {
+            _floatScratch.Reserve(extraScratch);
+            return (loraA, loraB, rank);
+        }
+        var k = rankIndices.Length;
+        var scratch = _floatScratch.Reserve((long)k * c + (long)o * k + extraScratch);
+        var indices = UploadInts(rankIndices);
+        var aI = KernelArg.Memory(scratch, 0);
+        var bI = KernelArg.Memory(scratch, k * c);
+        Run(kernels.GatherRows, k * c, k, c, loraA, indices, aI);
+        Run(kernels.GatherColumns, o * k, o, rank, k, loraB, indices, bI);
+        return (aI, bI, k);
+    }
+
+    /// <summary>
+    /// C = alpha op(A) op(B) (+ bias if flags has GemmBias) (+ C if flags has GemmAccumulate), C (M,N)
+    /// with row stride ldc, over the kernel's layout (gemm_nt, gemm_nn or gemm_tn).
+    /// </summary>
+    private unsafe void Gemm(OpenClKernel kernel, int m, int n, int k, float alpha, KernelArg a, int lda, KernelArg b, int ldb,
+        KernelArg c, int ldc, KernelArg bias, int flags)
+    {
+        if (m == 0 || n == 0) return;
+        var side = (nuint)_matmul!.Side;
+        var tile = side * GemmOutputsPerItem;
+        var global = stackalloc nuint[] { ((nuint)n + tile - 1) / tile * side, ((nuint)m + tile - 1) / tile * side };
+        var local = stackalloc nuint[] { side, side };
+        Enqueue(kernel, 2, global, local, [m, n, k, alpha, a, lda, b, ldb, c, ldc, bias, flags]);
+    }
+
+    /// <summary>The largest GEMM work-group side (a power of two up to 16) whose square the device runs.</summary>
+    private static int PlannedGemmSide(int maxWorkGroupSize)
+    {
+        var side = 16;
+        while (side > 1 && side * side > maxWorkGroupSize) side /= 2;
+        return side;
+    }
+
+    /// <summary>
+    /// Builds the Matmul program with the largest tiling the device and the compiled kernels accept:
+    /// the template is instantiated for the three layouts into one program, so one build serves all.
+    /// </summary>
+    private MatmulKernels BuildMatmul()
+    {
+        var template = OpenClProgram.Source("MatmulGemm");
+        var helpers = OpenClProgram.Source("Matmul");
+        string Instance(string name, int aTrans, int bTrans) => string.Create(CultureInfo.InvariantCulture,
+            $"#define GEMM_NAME {name}\n#define A_TRANS {aTrans}\n#define B_TRANS {bTrans}\n{template}\n#undef GEMM_NAME\n#undef A_TRANS\n#undef B_TRANS\n");
+        var sources = new[] { Instance("gemm_nt", 0, 1), Instance("gemm_nn", 0, 0), Instance("gemm_tn", 1, 0), helpers };
+        for (var side = PlannedGemmSide(Device.MaxWorkGroupSize); ; side /= 2)
+        {
+            var options = string.Create(CultureInfo.InvariantCulture, $"-D RT={side} -D WPT={GemmOutputsPerItem}");
+            var program = BuildProgram("Matmul", options, sources);
+            var kernels = new MatmulKernels(program, side);
+            if (kernels.Fits || side == 1) return kernels;
+            // The compiled GEMM needs more registers or local memory than a side x side group may use here.
+            _programs.Remove(program);
+            program.Dispose();
+        }
+    }
+
+    private sealed class MatmulKernels(OpenClProgram program, int side)
+    {
+        public int Side { get; } = side;
+        public OpenClKernel Nt { get; } = program.Kernel("gemm_nt");
+        public OpenClKernel Nn { get; } = program.Kernel("gemm_nn");
+        public OpenClKernel Tn { get; } = program.Kernel("gemm_tn");
+        public OpenClKernel ColumnSumAccumulate { get; } = program.Kernel("column_sum_accumulate");
+        public OpenClKernel GatherRows { get; } = program.Kernel("gather_rows");
+        public OpenClKernel GatherColumns { get; } = program.Kernel("gather_columns");
+        public OpenClKernel ScatterAddRows { get; } = program.Kernel("scatter_add_rows");
+        public OpenClKernel ScatterAddColumns { get; } = program.Kernel("scatter_add_columns");
+        public OpenClKernel ScaleRows { get; } = program.Kernel("scale_rows");
+
+        public bool Fits => Math.Min(Nt.MaxWorkGroupSize, Math.Min(Nn.MaxWorkGroupSize, Tn.MaxWorkGroupSize)) >= Side * Side;
+    }
+}
