@@ -82,6 +82,12 @@ public sealed partial class OpenClBackend : Backend
     public override string Description => string.Create(CultureInfo.InvariantCulture,
         $"OpenCL C on {Device.Name} ({Device.Type}, {Device.Platform}, {Device.Version}, {Device.ComputeUnits} compute units); {GemmDescription}");
 
+    /// <summary>The cl_context (for tests that build their own programs).</summary>
+    internal nint ContextHandle => _context;
+
+    /// <summary>The cl_device_id.</summary>
+    internal nint DeviceHandle => _device;
+
     /// <summary>CL_DEVICE_MAX_MEM_ALLOC_SIZE: the largest single buffer the device allocates.</summary>
     internal long MaxAllocationBytes { get; }
 
