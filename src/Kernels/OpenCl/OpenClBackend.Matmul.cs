@@ -22,20 +22,37 @@ public sealed partial class OpenClBackend
     private const int GemmBias = 1;
     private const int GemmAccumulate = 2;
 
+    private MatmulKernels Matmul => _matmul ??= BuildMatmul();
+
+    /// <summary>Rows of C per work-item in the CPU GEMM (with 2 vectors of columns: the 6x32 micro-kernel at 16 lanes).</summary>
+    private const int VectorGemmRows = 6;
+
+    /// <summary>Work-items per work-group along C's columns in the CPU GEMM.</summary>
+    private const int VectorGemmGroup = 4;
+
     private MatmulKernels? _matmul;
 
-    private MatmulKernels Matmul => _matmul ??= BuildMatmul();
+    /// <summary>The GEMM kernel this backend uses (<see cref="GemmKernel"/>), chosen at creation.</summary>
+    internal GemmKernel GemmVariant { get; }
 
     private string GemmDescription
     {
         get
         {
+            if (GemmVariant == GemmKernel.Vector)
+            {
+                return string.Create(CultureInfo.InvariantCulture,
+                    $"register-blocked GEMM: {VectorGemmRows}x{2 * VectorWidth} blocks per work-item, float{VectorWidth} vectors");
+            }
             var side = _matmul?.Side ?? PlannedGemmSide(Device.MaxWorkGroupSize);
             var tile = side * GemmOutputsPerItem;
             return string.Create(CultureInfo.InvariantCulture,
-                $"tiled GEMM: {tile}x{tile} tiles, {side}x{side} work-items of {GemmOutputsPerItem}x{GemmOutputsPerItem} outputs");
+                $"tiled GEMM: {tile}x{tile} tiles in local memory, {side}x{side} work-items of {GemmOutputsPerItem}x{GemmOutputsPerItem} outputs");
         }
     }
+
+    /// <summary>The CPU GEMM's vector width: the device's preferred float width, as 4, 8 or 16.</summary>
+    private int VectorWidth => Math.Clamp(_preferredFloatWidth >= 16 ? 16 : _preferredFloatWidth >= 8 ? 8 : 4, 4, 16);
 
     /// <inheritdoc/>
     protected override void MatmulForwardCore(int n, int c, int o, BufferView input, BufferView weight, BufferView? bias, BufferView output)
@@ -43,7 +60,7 @@ public sealed partial class OpenClBackend
         lock (_gate)
         {
             var kernels = Matmul;
-            Gemm(kernels.Nt, n, o, c, 1f, input, c, weight, c, output, o, Optional(bias), bias is null ? 0 : GemmBias);
+            Gemm(GemmLayout.Nt, n, o, c, 1f, input, c, weight, c, output, o, Optional(bias), bias is null ? 0 : GemmBias);
         }
     }
 
@@ -61,13 +78,13 @@ public sealed partial class OpenClBackend
         lock (_gate)
         {
             var kernels = Matmul;
-            Gemm(kernels.Nt, n, o, c, 1f, input, c, weight, c, output, o, Optional(bias), bias is null ? 0 : GemmBias);
+            Gemm(GemmLayout.Nt, n, o, c, 1f, input, c, weight, c, output, o, Optional(bias), bias is null ? 0 : GemmBias);
             var k = rankIndices?.Length ?? rank;
             if (k == 0) return;
             var (aI, bI, ldbI) = ActiveRanks(kernels, c, o, rank, loraA, loraB, rankIndices, extraScratch: 0);
             // t = inp A_I^T (N,k), then out += s t B_I^T.
-            Gemm(kernels.Nt, n, k, c, 1f, input, c, aI, c, loraHidden, k, Placeholder, 0);
-            Gemm(kernels.Nt, n, o, k, scale, loraHidden, k, bI, ldbI, output, o, Placeholder, GemmAccumulate);
+            Gemm(GemmLayout.Nt, n, k, c, 1f, input, c, aI, c, loraHidden, k, Placeholder, 0);
+            Gemm(GemmLayout.Nt, n, o, k, scale, loraHidden, k, bI, ldbI, output, o, Placeholder, GemmAccumulate);
         }
     }
 
@@ -98,11 +115,11 @@ public sealed partial class OpenClBackend
                 // dB_I += s dout^T t.
                 if (rankIndices is null)
                 {
-                    Gemm(kernels.Tn, o, k, n, scale, outputGrad, o, loraHidden, k, dB, rank, Placeholder, GemmAccumulate);
+                    Gemm(GemmLayout.Tn, o, k, n, scale, outputGrad, o, loraHidden, k, dB, rank, Placeholder, GemmAccumulate);
                 }
                 else
                 {
-                    Gemm(kernels.Tn, o, k, n, scale, outputGrad, o, loraHidden, k, KernelArg.Memory(scratch, dBOffset), k, Placeholder, 0);
+                    Gemm(GemmLayout.Tn, o, k, n, scale, outputGrad, o, loraHidden, k, KernelArg.Memory(scratch, dBOffset), k, Placeholder, 0);
                     Run(kernels.ScatterAddColumns, o * k, o, rank, k, 1f, KernelArg.Memory(scratch, dBOffset), indices, dB);
                 }
             }
@@ -110,24 +127,24 @@ public sealed partial class OpenClBackend
 
             // u = dout B_I (N,k).
             var u = KernelArg.Memory(scratch, uOffset);
-            Gemm(kernels.Nn, n, k, o, 1f, outputGrad, o, bI, ldbI, u, k, Placeholder, 0);
+            Gemm(GemmLayout.Nn, n, k, o, 1f, outputGrad, o, bI, ldbI, u, k, Placeholder, 0);
             if (loraAGrad is { } dA)
             {
                 // dA_I += s u^T inp.
                 if (rankIndices is null)
                 {
-                    Gemm(kernels.Tn, k, c, n, scale, u, k, input, c, dA, c, Placeholder, GemmAccumulate);
+                    Gemm(GemmLayout.Tn, k, c, n, scale, u, k, input, c, dA, c, Placeholder, GemmAccumulate);
                 }
                 else
                 {
-                    Gemm(kernels.Tn, k, c, n, scale, u, k, input, c, KernelArg.Memory(scratch, dAOffset), c, Placeholder, 0);
+                    Gemm(GemmLayout.Tn, k, c, n, scale, u, k, input, c, KernelArg.Memory(scratch, dAOffset), c, Placeholder, 0);
                     Run(kernels.ScatterAddRows, k * c, k, c, 1f, KernelArg.Memory(scratch, dAOffset), indices, dA);
                 }
             }
             if (inputGrad is { } dx)
             {
                 // dinp += s u A_I.
-                Gemm(kernels.Nn, n, c, k, scale, u, k, aI, c, dx, c, Placeholder, GemmAccumulate);
+                Gemm(GemmLayout.Nn, n, c, k, scale, u, k, aI, c, dx, c, Placeholder, GemmAccumulate);
             }
         }
     }
@@ -160,7 +177,7 @@ public sealed partial class OpenClBackend
             UploadFloats(rowWeights, 0);
             var scaledA = KernelArg.Memory(scratch, stackedRank);
             Run(kernels.ScaleRows, stackedRank * c, stackedRank, c, KernelArg.Memory(scratch, 0), stackedA, scaledA);
-            Gemm(kernels.Nn, o, c, stackedRank, 1f, stackedB, stackedRank, scaledA, c, weight, c, Placeholder, GemmAccumulate);
+            Gemm(GemmLayout.Nn, o, c, stackedRank, 1f, stackedB, stackedRank, scaledA, c, weight, c, Placeholder, GemmAccumulate);
         }
     }
 
@@ -168,8 +185,8 @@ public sealed partial class OpenClBackend
     private void DenseBackward(MatmulKernels kernels, int n, int c, int o, BufferView outputGrad, BufferView input, BufferView weight,
         BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad)
     {
-        if (inputGrad is { } dx) Gemm(kernels.Nn, n, c, o, 1f, outputGrad, o, weight, c, dx, c, Placeholder, GemmAccumulate);
-        if (weightGrad is { } dw) Gemm(kernels.Tn, o, c, n, 1f, outputGrad, o, input, c, dw, c, Placeholder, GemmAccumulate);
+        if (inputGrad is { } dx) Gemm(GemmLayout.Nn, n, c, o, 1f, outputGrad, o, weight, c, dx, c, Placeholder, GemmAccumulate);
+        if (weightGrad is { } dw) Gemm(GemmLayout.Tn, o, c, n, 1f, outputGrad, o, input, c, dw, c, Placeholder, GemmAccumulate);
         if (biasGrad is { } db) Run(kernels.ColumnSumAccumulate, o, n, o, outputGrad, db);
     }
 
@@ -199,17 +216,40 @@ public sealed partial class OpenClBackend
 
     /// <summary>
     /// C = alpha op(A) op(B) (+ bias if flags has GemmBias) (+ C if flags has GemmAccumulate), C (M,N)
-    /// with row stride ldc, over the kernel's layout (gemm_nt, gemm_nn or gemm_tn).
+    /// with row stride ldc, A and B as <paramref name="layout"/> says.
     /// </summary>
-    private unsafe void Gemm(OpenClKernel kernel, int m, int n, int k, float alpha, KernelArg a, int lda, KernelArg b, int ldb,
+    private unsafe void Gemm(GemmLayout layout, int m, int n, int k, float alpha, KernelArg a, int lda, KernelArg b, int ldb,
         KernelArg c, int ldc, KernelArg bias, int flags)
     {
         if (m == 0 || n == 0) return;
-        var side = (nuint)_matmul!.Side;
-        var tile = side * GemmOutputsPerItem;
-        var global = stackalloc nuint[] { ((nuint)n + tile - 1) / tile * side, ((nuint)m + tile - 1) / tile * side };
-        var local = stackalloc nuint[] { side, side };
-        Enqueue(kernel, 2, global, local, [m, n, k, alpha, a, lda, b, ldb, c, ldc, bias, flags]);
+        var kernels = _matmul!;
+        if (kernels.Variant == GemmKernel.Tiled)
+        {
+            var kernel = layout switch { GemmLayout.Nt => kernels.Nt!, GemmLayout.Nn => kernels.Nn!, _ => kernels.Tn! };
+            var side = (nuint)kernels.Side;
+            var tile = side * GemmOutputsPerItem;
+            var global = stackalloc nuint[] { ((nuint)n + tile - 1) / tile * side, ((nuint)m + tile - 1) / tile * side };
+            var local = stackalloc nuint[] { side, side };
+            Enqueue(kernel, 2, global, local, [m, n, k, alpha, a, lda, b, ldb, c, ldc, bias, flags]);
+            return;
+        }
+        if (layout == GemmLayout.Nt)
+        {
+            // The CPU kernel reads B as (K,N): B^T goes to the GEMM's own scratch (callers use the float scratch).
+            var transposed = _gemmScratch.Reserve((long)n * k);
+            Run(kernels.Transpose!, n * k, n, k, b, ldb, KernelArg.Memory(transposed, 0));
+            b = KernelArg.Memory(transposed, 0);
+            ldb = n;
+        }
+        var vector = layout == GemmLayout.Tn ? kernels.VectorT! : kernels.VectorN!;
+        var group = (nuint)Math.Min(VectorGemmGroup, vector.MaxWorkGroupSize);
+        var columnBlocks = ((nuint)n + (nuint)(2 * kernels.Width) - 1) / (nuint)(2 * kernels.Width);
+        var sizes = stackalloc nuint[]
+        {
+            (columnBlocks + group - 1) / group * group, ((nuint)m + VectorGemmRows - 1) / VectorGemmRows,
+        };
+        var groupSizes = stackalloc nuint[] { group, 1 };
+        Enqueue(vector, 2, sizes, groupSizes, [m, n, k, alpha, a, lda, b, ldb, c, ldc, bias, flags]);
     }
 
     /// <summary>The largest GEMM work-group side (a power of two up to 16) whose square the device runs.</summary>
@@ -221,34 +261,66 @@ public sealed partial class OpenClBackend
     }
 
     /// <summary>
-    /// Builds the Matmul program with the largest tiling the device and the compiled kernels accept:
-    /// the template is instantiated for the three layouts into one program, so one build serves all.
+    /// Builds the Matmul program: the GEMM template instantiated for each layout it serves, then the
+    /// helpers, in one program so that one build serves all. The tiled GEMM takes the largest work-group
+    /// the device and the compiled kernels accept.
     /// </summary>
     private MatmulKernels BuildMatmul()
     {
-        var template = OpenClProgram.Source("MatmulGemm");
         var helpers = OpenClProgram.Source("Matmul");
-        string Instance(string name, int aTrans, int bTrans) => string.Create(CultureInfo.InvariantCulture,
-            $"#define GEMM_NAME {name}\n#define A_TRANS {aTrans}\n#define B_TRANS {bTrans}\n{template}\n#undef GEMM_NAME\n#undef A_TRANS\n#undef B_TRANS\n");
-        var sources = new[] { Instance("gemm_nt", 0, 1), Instance("gemm_nn", 0, 0), Instance("gemm_tn", 1, 0), helpers };
+        if (GemmVariant == GemmKernel.Vector)
+        {
+            var vectorTemplate = OpenClProgram.Source("MatmulGemmVector");
+            var options = string.Create(CultureInfo.InvariantCulture, $"-D VW={VectorWidth} -D RB={VectorGemmRows}");
+            var program = BuildProgram("Matmul", options,
+                Instance(vectorTemplate, "gemm_vector_n", 0, 0), Instance(vectorTemplate, "gemm_vector_t", 1, 0), helpers);
+            return new MatmulKernels(program, GemmKernel.Vector, 0, VectorWidth);
+        }
+        var template = OpenClProgram.Source("MatmulGemm");
+        var sources = new[] { Instance(template, "gemm_nt", 0, 1), Instance(template, "gemm_nn", 0, 0), Instance(template, "gemm_tn", 1, 0), helpers };
         for (var side = PlannedGemmSide(Device.MaxWorkGroupSize); ; side /= 2)
         {
             var options = string.Create(CultureInfo.InvariantCulture, $"-D RT={side} -D WPT={GemmOutputsPerItem}");
             var program = BuildProgram("Matmul", options, sources);
-            var kernels = new MatmulKernels(program, side);
+            var kernels = new MatmulKernels(program, GemmKernel.Tiled, side, 0);
             if (kernels.Fits || side == 1) return kernels;
             // The compiled GEMM needs more registers or local memory than a side x side group may use here.
             _programs.Remove(program);
             program.Dispose();
         }
+
+        static string Instance(string template, string name, int aTrans, int bTrans) => string.Create(CultureInfo.InvariantCulture,
+            $"#define GEMM_NAME {name}\n#define A_TRANS {aTrans}\n#define B_TRANS {bTrans}\n{template}\n#undef GEMM_NAME\n#undef A_TRANS\n#undef B_TRANS\n");
     }
 
-    private sealed class MatmulKernels(OpenClProgram program, int side)
+    private enum GemmLayout
     {
+        /// <summary>C = A B^T: A (M,K), B stored (N,K).</summary>
+        Nt,
+
+        /// <summary>C = A B: A (M,K), B stored (K,N).</summary>
+        Nn,
+
+        /// <summary>C = A^T B: A stored (K,M), B (K,N).</summary>
+        Tn,
+    }
+
+    private sealed class MatmulKernels(OpenClProgram program, GemmKernel variant, int side, int width)
+    {
+        public GemmKernel Variant { get; } = variant;
+
+        /// <summary>Tiled GEMM: work-items per side of the square work-group.</summary>
         public int Side { get; } = side;
-        public OpenClKernel Nt { get; } = program.Kernel("gemm_nt");
-        public OpenClKernel Nn { get; } = program.Kernel("gemm_nn");
-        public OpenClKernel Tn { get; } = program.Kernel("gemm_tn");
+
+        /// <summary>CPU GEMM: floats per vector.</summary>
+        public int Width { get; } = width;
+
+        public OpenClKernel? Nt { get; } = variant == GemmKernel.Tiled ? program.Kernel("gemm_nt") : null;
+        public OpenClKernel? Nn { get; } = variant == GemmKernel.Tiled ? program.Kernel("gemm_nn") : null;
+        public OpenClKernel? Tn { get; } = variant == GemmKernel.Tiled ? program.Kernel("gemm_tn") : null;
+        public OpenClKernel? VectorN { get; } = variant == GemmKernel.Vector ? program.Kernel("gemm_vector_n") : null;
+        public OpenClKernel? VectorT { get; } = variant == GemmKernel.Vector ? program.Kernel("gemm_vector_t") : null;
+        public OpenClKernel? Transpose { get; } = variant == GemmKernel.Vector ? program.Kernel("transpose") : null;
         public OpenClKernel ColumnSumAccumulate { get; } = program.Kernel("column_sum_accumulate");
         public OpenClKernel GatherRows { get; } = program.Kernel("gather_rows");
         public OpenClKernel GatherColumns { get; } = program.Kernel("gather_columns");
@@ -256,6 +328,17 @@ public sealed partial class OpenClBackend
         public OpenClKernel ScatterAddColumns { get; } = program.Kernel("scatter_add_columns");
         public OpenClKernel ScaleRows { get; } = program.Kernel("scale_rows");
 
-        public bool Fits => Math.Min(Nt.MaxWorkGroupSize, Math.Min(Nn.MaxWorkGroupSize, Tn.MaxWorkGroupSize)) >= Side * Side;
+        public bool Fits => Variant == GemmKernel.Vector
+            || Math.Min(Nt!.MaxWorkGroupSize, Math.Min(Nn!.MaxWorkGroupSize, Tn!.MaxWorkGroupSize)) >= Side * Side;
     }
+}
+
+/// <summary>Which GEMM kernel an <see cref="OpenClBackend"/> runs.</summary>
+internal enum GemmKernel
+{
+    /// <summary>Work-group tiles staged in local memory, coalesced loads (MatmulGemm.cl): for GPUs.</summary>
+    Tiled,
+
+    /// <summary>One register-blocked vector micro-kernel per work-item, no local memory (MatmulGemmVector.cl): for CPU devices.</summary>
+    Vector,
 }

@@ -30,11 +30,13 @@ public sealed partial class OpenClBackend : Backend
     private readonly List<OpenClProgram> _programs = [];
     private readonly Scratch _floatScratch;
     private readonly Scratch _intScratch;
+    private readonly Scratch _gemmScratch;
+    private readonly int _preferredFloatWidth;
     private readonly nint _placeholder;
     private readonly bool _hasFp64;
     private bool _disposed;
 
-    private unsafe OpenClBackend(nint platform, nint device, OpenClDeviceInfo info)
+    private unsafe OpenClBackend(nint platform, nint device, OpenClDeviceInfo info, GemmKernel? gemm)
     {
         Device = info;
         _device = device;
@@ -51,6 +53,9 @@ public sealed partial class OpenClBackend : Backend
         MaxAllocationBytes = (long)DeviceValue<ulong>(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE);
         _floatScratch = new Scratch(_context, sizeof(float), MaxAllocationBytes);
         _intScratch = new Scratch(_context, sizeof(int), MaxAllocationBytes);
+        _gemmScratch = new Scratch(_context, sizeof(float), MaxAllocationBytes);
+        _preferredFloatWidth = (int)DeviceValue<uint>(device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT);
+        GemmVariant = gemm ?? (info.Type == "CPU" ? GemmKernel.Vector : GemmKernel.Tiled);
         // Bound to kernel parameters whose operand is absent (a null bias, mask or unused source).
         _placeholder = CreateMemory(_context, sizeof(float));
         _hasFp64 = DeviceString(device, CL_DEVICE_EXTENSIONS).Contains("cl_khr_fp64", StringComparison.Ordinal);
@@ -69,7 +74,14 @@ public sealed partial class OpenClBackend : Backend
     public static OpenClBackend Create(int platformIndex, int deviceIndex)
     {
         var (platform, device, info) = OpenClDevices.Open(platformIndex, deviceIndex);
-        return new OpenClBackend(platform, device, info);
+        return new OpenClBackend(platform, device, info, null);
+    }
+
+    /// <summary>Opens a device with a chosen GEMM kernel, so that tests and benchmarks can run either on any device.</summary>
+    internal static OpenClBackend Create(int platformIndex, int deviceIndex, GemmKernel gemm)
+    {
+        var (platform, device, info) = OpenClDevices.Open(platformIndex, deviceIndex);
+        return new OpenClBackend(platform, device, info, gemm);
     }
 
     /// <summary>The device this backend runs on.</summary>
@@ -252,6 +264,7 @@ public sealed partial class OpenClBackend : Backend
             _programs.Clear();
             _floatScratch.Dispose();
             _intScratch.Dispose();
+            _gemmScratch.Dispose();
             _ = clReleaseMemObject(_placeholder);
             _ = clReleaseCommandQueue(_queue);
             _ = clReleaseContext(_context);

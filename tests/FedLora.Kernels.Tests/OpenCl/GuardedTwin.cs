@@ -12,14 +12,24 @@ public sealed class GuardedTwin : IDisposable
     private readonly List<DeviceBuffer> _buffers = [];
     private readonly List<(DeviceBuffer Buffer, int Length)> _guarded = [];
 
+    /// <summary>Compares backend <paramref name="backend"/> of <see cref="TestBackends"/> with the Reference.</summary>
     public GuardedTwin(string backend = "opencl", int seed = 1234)
     {
         Twin = new Twin(backend, seed);
+        Device = Twin.Device;
     }
 
+    /// <summary>Compares <paramref name="device"/>, a backend the caller owns, with the Reference.</summary>
+    public GuardedTwin(Backend device, int seed = 1234)
+    {
+        Twin = new Twin("reference", seed);
+        Device = device;
+    }
+
+    /// <summary>The Reference side and the random source; its own device side is not used.</summary>
     public Twin Twin { get; }
     public Backend Reference => Twin.Reference;
-    public Backend Device => Twin.Device;
+    public Backend Device { get; }
 
     public TwinTensor Tensor(float[] values)
     {
@@ -51,7 +61,7 @@ public sealed class GuardedTwin : IDisposable
     /// <summary>Compares the tensor's two sides and checks that no guard around any device view changed.</summary>
     public void AssertClose(TwinTensor tensor, float abs, float rel, string label)
     {
-        Twin.AssertClose(tensor, abs, rel, label);
+        Twin.AssertClose(Reference.ToArray(tensor.Reference), Device.ToArray(tensor.Device), abs, rel, $"{Device.Name}: {label}");
         AssertGuardsIntact();
     }
 

@@ -1,3 +1,5 @@
+using FedLora.Kernels.OpenCl;
+
 namespace FedLora.Kernels.Tests.OpenCl;
 
 /// <summary>
@@ -9,26 +11,59 @@ public class OpenClOpsTests
     private const float MatmulTolerance = 1e-4f;
     private const float ElementTolerance = 1e-5f;
 
+    /// <summary>The default device with each GEMM kernel, whatever the device type: both must be right everywhere.</summary>
+    private static readonly Dictionary<string, Lazy<OpenClBackend>> GemmBackends = new()
+    {
+        ["tiled"] = new(() => CreateWithGemm(GemmKernel.Tiled)),
+        ["vector"] = new(() => CreateWithGemm(GemmKernel.Vector)),
+    };
+
+    private static OpenClBackend CreateWithGemm(GemmKernel gemm)
+    {
+        var device = OpenClDevices.Default();
+        return OpenClBackend.Create(device.PlatformIndex, device.DeviceIndex, gemm);
+    }
+
+    private static GuardedTwin WithGemm(string gemm) => new(GemmBackends[gemm].Value);
+
     public static TheoryData<int> Lengths() => [0, 1, 7, 17, 33, 129, 1000, 65_537];
 
     // (N, C, O): every size of the sweep appears in each position, plus empty dimensions.
-    public static TheoryData<int, int, int> MatmulShapes() => new()
+    public static TheoryData<string, int, int, int> MatmulShapes()
     {
-        { 0, 7, 17 }, { 7, 0, 17 }, { 7, 17, 0 }, { 1, 1, 1 }, { 7, 17, 33 }, { 17, 33, 7 }, { 33, 129, 17 },
-        { 129, 7, 33 }, { 1, 129, 129 }, { 129, 129, 1 }, { 129, 33, 129 }, { 65, 70, 66 },
-    };
+        (int, int, int)[] shapes =
+        [
+            (0, 7, 17), (7, 0, 17), (7, 17, 0), (1, 1, 1), (7, 17, 33), (17, 33, 7), (33, 129, 17),
+            (129, 7, 33), (1, 129, 129), (129, 129, 1), (129, 33, 129), (65, 70, 66), (12, 16, 64),
+        ];
+        var data = new TheoryData<string, int, int, int>();
+        foreach (var gemm in new[] { "tiled", "vector" })
+        {
+            foreach (var (n, c, o) in shapes) data.Add(gemm, n, c, o);
+        }
+        return data;
+    }
 
     // (N, C, O, r, index set or null).
-    public static TheoryData<int, int, int, int, int[]?> LowRankShapes() => new()
+    public static TheoryData<string, int, int, int, int, int[]?> LowRankShapes()
     {
-        { 7, 17, 33, 4, null }, { 17, 33, 7, 7, [5, 0, 3] }, { 1, 1, 1, 1, [0] }, { 33, 129, 17, 17, [16, 2, 9, 11, 0, 4, 8, 1, 13] },
-        { 129, 7, 33, 1, null }, { 0, 7, 17, 3, [2] }, { 7, 17, 33, 5, [] }, { 33, 17, 129, 8, [7, 6, 5, 4, 3, 2, 1, 0] },
-    };
+        (int, int, int, int, int[]?)[] shapes =
+        [
+            (7, 17, 33, 4, null), (17, 33, 7, 7, [5, 0, 3]), (1, 1, 1, 1, [0]), (33, 129, 17, 17, [16, 2, 9, 11, 0, 4, 8, 1, 13]),
+            (129, 7, 33, 1, null), (0, 7, 17, 3, [2]), (7, 17, 33, 5, []), (33, 17, 129, 8, [7, 6, 5, 4, 3, 2, 1, 0]),
+        ];
+        var data = new TheoryData<string, int, int, int, int, int[]?>();
+        foreach (var gemm in new[] { "tiled", "vector" })
+        {
+            foreach (var (n, c, o, rank, indices) in shapes) data.Add(gemm, n, c, o, rank, indices);
+        }
+        return data;
+    }
 
     [OpenClTheory, MemberData(nameof(MatmulShapes))]
-    public void MatmulForward_OddShapes_MatchesReference(int n, int c, int o)
+    public void MatmulForward_OddShapes_MatchesReference(string gemm, int n, int c, int o)
     {
-        using var g = new GuardedTwin();
+        using var g = WithGemm(gemm);
         var x = g.Random(n * c);
         var w = g.Random(o * c);
         var bias = g.Random(o);
@@ -44,9 +79,9 @@ public class OpenClOpsTests
     }
 
     [OpenClTheory, MemberData(nameof(MatmulShapes))]
-    public void MatmulBackward_OddShapes_AccumulatesLikeReference(int n, int c, int o)
+    public void MatmulBackward_OddShapes_AccumulatesLikeReference(string gemm, int n, int c, int o)
     {
-        using var g = new GuardedTwin();
+        using var g = WithGemm(gemm);
         var dy = g.Random(n * o);
         var x = g.Random(n * c);
         var w = g.Random(o * c);
@@ -66,9 +101,9 @@ public class OpenClOpsTests
     }
 
     [OpenClTheory, MemberData(nameof(LowRankShapes))]
-    public void LowRankMatmulForward_OddShapes_MatchesReference(int n, int c, int o, int rank, int[]? indices)
+    public void LowRankMatmulForward_OddShapes_MatchesReference(string gemm, int n, int c, int o, int rank, int[]? indices)
     {
-        using var g = new GuardedTwin();
+        using var g = WithGemm(gemm);
         var k = indices?.Length ?? rank;
         var x = g.Random(n * c);
         var w = g.Random(o * c);
@@ -83,9 +118,9 @@ public class OpenClOpsTests
     }
 
     [OpenClTheory, MemberData(nameof(LowRankShapes))]
-    public void LowRankMatmulBackward_OddShapes_AccumulatesLikeReference(int n, int c, int o, int rank, int[]? indices)
+    public void LowRankMatmulBackward_OddShapes_AccumulatesLikeReference(string gemm, int n, int c, int o, int rank, int[]? indices)
     {
-        using var g = new GuardedTwin();
+        using var g = WithGemm(gemm);
         var k = indices?.Length ?? rank;
         var dy = g.Random(n * o);
         var x = g.Random(n * c);
@@ -136,14 +171,19 @@ public class OpenClOpsTests
     }
 
     [OpenClTheory]
-    [InlineData(7, 17, 33)]
-    [InlineData(33, 129, 7)]
-    [InlineData(1, 1, 1)]
-    [InlineData(17, 7, 0)]
-    [InlineData(129, 33, 17)]
-    public void StackedAggregation_OddShapes_MatchesReference(int o, int c, int stackedRank)
+    [InlineData("tiled", 7, 17, 33)]
+    [InlineData("tiled", 33, 129, 7)]
+    [InlineData("tiled", 1, 1, 1)]
+    [InlineData("tiled", 17, 7, 0)]
+    [InlineData("tiled", 129, 33, 17)]
+    [InlineData("vector", 7, 17, 33)]
+    [InlineData("vector", 33, 129, 7)]
+    [InlineData("vector", 1, 1, 1)]
+    [InlineData("vector", 17, 7, 0)]
+    [InlineData("vector", 129, 33, 17)]
+    public void StackedAggregation_OddShapes_MatchesReference(string gemm, int o, int c, int stackedRank)
     {
-        using var g = new GuardedTwin();
+        using var g = WithGemm(gemm);
         var stackedB = g.Random(o * stackedRank);
         var stackedA = g.Random(stackedRank * c);
         var weights = g.Twin.RandomValues(stackedRank, 2f);

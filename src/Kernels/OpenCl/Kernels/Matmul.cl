@@ -63,3 +63,15 @@ __kernel void scale_rows(const int rows, const int c, __global const float* w, c
     if (index >= rows * c) return;
     dst[dsto + index] = w[wo + index / c] * src[so + index];
 }
+
+// dst[k,n] = src[n,k]: B^T for the CPU GEMM (MatmulGemmVector.cl), which reads B as (K,N).
+// src is (N,K) with row stride lds, dst is (K,N). One work-item per element of dst.
+__kernel void transpose(const int n, const int k, __global const float* src, const int so, const int lds,
+                        __global float* dst, const int dsto)
+{
+    const int index = get_global_id(0);
+    if (index >= n * k) return;
+    const int row = index / n;
+    const int col = index % n;
+    dst[dsto + index] = src[so + col * lds + row];
+}

@@ -22,6 +22,7 @@ internal static partial class NativeMethods
     public const uint CL_DEVICE_TYPE = 0x1000;
     public const uint CL_DEVICE_MAX_COMPUTE_UNITS = 0x1002;
     public const uint CL_DEVICE_MAX_WORK_GROUP_SIZE = 0x1004;
+    public const uint CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT = 0x100A;
     public const uint CL_DEVICE_MAX_MEM_ALLOC_SIZE = 0x1010;
     public const uint CL_DEVICE_GLOBAL_MEM_SIZE = 0x101F;
     public const uint CL_DEVICE_LOCAL_MEM_SIZE = 0x1023;
