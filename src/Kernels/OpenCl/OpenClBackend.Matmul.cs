@@ -7,6 +7,7 @@ namespace FedLora.Kernels.OpenCl;
 //   gemm_nt  C = A B^T   A (M,K), B stored (N,K)   forward: inp W^T, inp A_I^T, t B_I^T
 //   gemm_nn  C = A B     A (M,K), B stored (K,N)   dinp = dout W, u = dout B_I, dinp += u A_I, W += B_stack A_stack
 //   gemm_tn  C = A^T B   A stored (K,M), B (K,N)   dW = dout^T inp, dB_I = dout^T t, dA_I = u^T inp
+// On CPU devices the GEMM is a register-blocked vector kernel instead (MatmulGemmVector.cl, GemmKernel).
 // A rank-index set I is reduced to dense operands by gathering A_I (k,C) and B_I (O,k) into scratch,
 // and gradients for I are computed densely and scattered back (scatter_add_rows / _columns).
 //
@@ -27,7 +28,7 @@ public sealed partial class OpenClBackend
     /// <summary>Rows of C per work-item in the CPU GEMM (with 2 vectors of columns: the 6x32 micro-kernel at 16 lanes).</summary>
     private const int VectorGemmRows = 6;
 
-    /// <summary>Work-items per work-group along C's columns in the CPU GEMM.</summary>
+    /// <summary>Work-items per work-group (along C's rows) in the CPU GEMM.</summary>
     private const int VectorGemmGroup = 4;
 
     private MatmulKernels? _matmul;
@@ -233,22 +234,23 @@ public sealed partial class OpenClBackend
             Enqueue(kernel, 2, global, local, [m, n, k, alpha, a, lda, b, ldb, c, ldc, bias, flags]);
             return;
         }
-        if (layout == GemmLayout.Nt)
+        var blockColumns = 2 * kernels.Width;
+        var paddedColumns = (n + blockColumns - 1) / blockColumns * blockColumns;
+        if (layout == GemmLayout.Nt || paddedColumns != n)
         {
-            // The CPU kernel reads B as (K,N): B^T goes to the GEMM's own scratch (callers use the float scratch).
-            var transposed = _gemmScratch.Reserve((long)n * k);
-            Run(kernels.Transpose!, n * k, n, k, b, ldb, KernelArg.Memory(transposed, 0));
-            b = KernelArg.Memory(transposed, 0);
-            ldb = n;
+            // The CPU kernel reads whole vectors of B's rows, as (K,N): B^T, or B with its columns padded to
+            // whole blocks, goes to the GEMM's own scratch (callers hold the float scratch).
+            var staged = _gemmScratch.Reserve((long)k * paddedColumns);
+            Run(kernels.StageB!, k * paddedColumns, k, n, paddedColumns, layout == GemmLayout.Nt ? 1 : 0, b, ldb, KernelArg.Memory(staged, 0));
+            b = KernelArg.Memory(staged, 0);
+            ldb = paddedColumns;
         }
         var vector = layout == GemmLayout.Tn ? kernels.VectorT! : kernels.VectorN!;
+        // Work-items of a group share a column block: they stream the same panel of B.
         var group = (nuint)Math.Min(VectorGemmGroup, vector.MaxWorkGroupSize);
-        var columnBlocks = ((nuint)n + (nuint)(2 * kernels.Width) - 1) / (nuint)(2 * kernels.Width);
-        var sizes = stackalloc nuint[]
-        {
-            (columnBlocks + group - 1) / group * group, ((nuint)m + VectorGemmRows - 1) / VectorGemmRows,
-        };
-        var groupSizes = stackalloc nuint[] { group, 1 };
+        var rowBlocks = ((nuint)m + VectorGemmRows - 1) / VectorGemmRows;
+        var sizes = stackalloc nuint[] { (nuint)(paddedColumns / blockColumns), (rowBlocks + group - 1) / group * group };
+        var groupSizes = stackalloc nuint[] { 1, group };
         Enqueue(vector, 2, sizes, groupSizes, [m, n, k, alpha, a, lda, b, ldb, c, ldc, bias, flags]);
     }
 
@@ -320,7 +322,7 @@ public sealed partial class OpenClBackend
         public OpenClKernel? Tn { get; } = variant == GemmKernel.Tiled ? program.Kernel("gemm_tn") : null;
         public OpenClKernel? VectorN { get; } = variant == GemmKernel.Vector ? program.Kernel("gemm_vector_n") : null;
         public OpenClKernel? VectorT { get; } = variant == GemmKernel.Vector ? program.Kernel("gemm_vector_t") : null;
-        public OpenClKernel? Transpose { get; } = variant == GemmKernel.Vector ? program.Kernel("transpose") : null;
+        public OpenClKernel? StageB { get; } = variant == GemmKernel.Vector ? program.Kernel("stage_b") : null;
         public OpenClKernel ColumnSumAccumulate { get; } = program.Kernel("column_sum_accumulate");
         public OpenClKernel GatherRows { get; } = program.Kernel("gather_rows");
         public OpenClKernel GatherColumns { get; } = program.Kernel("gather_columns");

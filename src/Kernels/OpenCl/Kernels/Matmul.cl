@@ -64,14 +64,15 @@ __kernel void scale_rows(const int rows, const int c, __global const float* w, c
     dst[dsto + index] = w[wo + index / c] * src[so + index];
 }
 
-// dst[k,n] = src[n,k]: B^T for the CPU GEMM (MatmulGemmVector.cl), which reads B as (K,N).
-// src is (N,K) with row stride lds, dst is (K,N). One work-item per element of dst.
-__kernel void transpose(const int n, const int k, __global const float* src, const int so, const int lds,
-                        __global float* dst, const int dsto)
+// dst (K, Np) = B (K,N) with zero columns appended up to Np, where B(k,n) = src[n lds + k] when
+// transpose is set (B stored (N,K)) and src[k lds + n] otherwise: the B operand of the CPU GEMM
+// (MatmulGemmVector.cl), which reads whole vectors of B's rows. One work-item per element of dst.
+__kernel void stage_b(const int k, const int n, const int np, const int transpose,
+                      __global const float* src, const int so, const int lds, __global float* dst, const int dsto)
 {
     const int index = get_global_id(0);
-    if (index >= n * k) return;
-    const int row = index / n;
-    const int col = index % n;
-    dst[dsto + index] = src[so + col * lds + row];
+    if (index >= k * np) return;
+    const int row = index / np;
+    const int col = index % np;
+    dst[dsto + index] = col >= n ? 0.0f : transpose ? src[so + col * lds + row] : src[so + row * lds + col];
 }

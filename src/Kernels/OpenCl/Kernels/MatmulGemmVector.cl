@@ -9,7 +9,9 @@
 // vectors of B's row k and broadcasts RB elements of A's column k (RB = 6, VW = 16 is the 6x32
 // AVX-512 micro-kernel). No local memory and no barriers: on a CPU the compiler keeps the block in
 // registers, where the work-group-tiled kernel (MatmulGemm.cl) spills its per-item accumulators.
-// Blocks cut by the edges of C take a scalar path.
+// Edges stay on the vector path: every row of B must have ceil(N / 2VW) 2VW readable columns (the
+// host stages B, zero-padded, when N is not a multiple of 2VW), rows past M re-read row M-1, and
+// only the block's part inside C is stored.
 // flags bit 0: add bias(n) (bias is (N)); bit 1: accumulate into C instead of overwriting it.
 
 #ifndef GEMM_VECTOR_TYPES
@@ -19,13 +21,6 @@
 #define floatv GEMM_XCAT(float, VW)
 #define vloadv GEMM_XCAT(vload, VW)
 #define vstorev GEMM_XCAT(vstore, VW)
-#endif
-
-#undef A_AT
-#if A_TRANS
-#define A_AT(m, k) a[(k) * lda + (m)]
-#else
-#define A_AT(m, k) a[(m) * lda + (k)]
 #endif
 
 __kernel void GEMM_NAME(const int M, const int N, const int K, const float alpha,
@@ -41,34 +36,54 @@ __kernel void GEMM_NAME(const int M, const int N, const int K, const float alpha
     b += bo;
     c += co;
 
-    if (i0 + RB <= M && j0 + 2 * VW <= N)
+    // Where row i0 + r of A starts (A_TRANS 0) or sits within a row of the stored A^T (A_TRANS 1).
+    int rowStart[RB];
+#pragma unroll
+    for (int r = 0; r < RB; r++)
     {
-        floatv acc0[RB];
-        floatv acc1[RB];
+        const int i = min(i0 + r, M - 1);
+#if A_TRANS
+        rowStart[r] = i;
+#else
+        rowStart[r] = i * lda;
+#endif
+    }
+
+    floatv acc0[RB];
+    floatv acc1[RB];
+#pragma unroll
+    for (int r = 0; r < RB; r++)
+    {
+        acc0[r] = (floatv)(0.0f);
+        acc1[r] = (floatv)(0.0f);
+    }
+    for (int k = 0; k < K; k++)
+    {
+        const floatv b0 = vloadv(0, b + k * ldb + j0);
+        const floatv b1 = vloadv(0, b + k * ldb + j0 + VW);
 #pragma unroll
         for (int r = 0; r < RB; r++)
         {
-            acc0[r] = (floatv)(0.0f);
-            acc1[r] = (floatv)(0.0f);
+#if A_TRANS
+            const floatv av = (floatv)(a[k * lda + rowStart[r]]);
+#else
+            const floatv av = (floatv)(a[rowStart[r] + k]);
+#endif
+            acc0[r] += av * b0;
+            acc1[r] += av * b1;
         }
-        for (int k = 0; k < K; k++)
-        {
-            const floatv b0 = vloadv(0, b + k * ldb + j0);
-            const floatv b1 = vloadv(0, b + k * ldb + j0 + VW);
+    }
+
+    const int columns = min(2 * VW, N - j0);
 #pragma unroll
-            for (int r = 0; r < RB; r++)
-            {
-                const floatv av = (floatv)(A_AT(i0 + r, k));
-                acc0[r] += av * b0;
-                acc1[r] += av * b1;
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < RB; r++)
+    for (int r = 0; r < RB; r++)
+    {
+        if (i0 + r >= M) break;
+        __global float* row = c + (i0 + r) * ldc + j0;
+        floatv v0 = alpha * acc0[r];
+        floatv v1 = alpha * acc1[r];
+        if (columns == 2 * VW)
         {
-            __global float* row = c + (i0 + r) * ldc + j0;
-            floatv v0 = alpha * acc0[r];
-            floatv v1 = alpha * acc1[r];
             if (flags & 1)
             {
                 v0 += vloadv(0, bias + biaso + j0);
@@ -82,21 +97,18 @@ __kernel void GEMM_NAME(const int M, const int N, const int K, const float alpha
             vstorev(v0, 0, row);
             vstorev(v1, 0, row + VW);
         }
-        return;
-    }
-
-    for (int r = 0; r < RB && i0 + r < M; r++)
-    {
-        for (int s = 0; s < 2 * VW && j0 + s < N; s++)
+        else
         {
-            const int i = i0 + r;
-            const int j = j0 + s;
-            float sum = 0.0f;
-            for (int k = 0; k < K; k++) sum += A_AT(i, k) * b[k * ldb + j];
-            float value = alpha * sum;
-            if (flags & 1) value += bias[biaso + j];
-            if (flags & 2) value += c[i * ldc + j];
-            c[i * ldc + j] = value;
+            float block[2 * VW];
+            vstorev(v0, 0, block);
+            vstorev(v1, 0, block + VW);
+            for (int s = 0; s < columns; s++)
+            {
+                float value = block[s];
+                if (flags & 1) value += bias[biaso + j0 + s];
+                if (flags & 2) value += row[s];
+                row[s] = value;
+            }
         }
     }
 }
