@@ -31,6 +31,7 @@ public sealed partial class OpenClBackend
     /// <summary>Work-items per work-group (along C's rows) in the CPU GEMM.</summary>
     private const int VectorGemmGroup = 4;
 
+    private readonly int _maxTiledGemmSide;
     private MatmulKernels? _matmul;
 
     /// <summary>The GEMM kernel this backend uses (<see cref="GemmKernel"/>), chosen at creation.</summary>
@@ -45,7 +46,7 @@ public sealed partial class OpenClBackend
                 return string.Create(CultureInfo.InvariantCulture,
                     $"register-blocked GEMM: {VectorGemmRows}x{2 * VectorWidth} blocks per work-item, float{VectorWidth} vectors");
             }
-            var side = _matmul?.Side ?? PlannedGemmSide(Device.MaxWorkGroupSize);
+            var side = _matmul?.Side ?? PlannedGemmSide(Math.Min(Device.MaxWorkGroupSize, _maxTiledGemmSide * _maxTiledGemmSide));
             var tile = side * GemmOutputsPerItem;
             return string.Create(CultureInfo.InvariantCulture,
                 $"tiled GEMM: {tile}x{tile} tiles in local memory, {side}x{side} work-items of {GemmOutputsPerItem}x{GemmOutputsPerItem} outputs");
@@ -280,7 +281,7 @@ public sealed partial class OpenClBackend
         }
         var template = OpenClProgram.Source("MatmulGemm");
         var sources = new[] { Instance(template, "gemm_nt", 0, 1), Instance(template, "gemm_nn", 0, 0), Instance(template, "gemm_tn", 1, 0), helpers };
-        for (var side = PlannedGemmSide(Device.MaxWorkGroupSize); ; side /= 2)
+        for (var side = PlannedGemmSide(Math.Min(Device.MaxWorkGroupSize, _maxTiledGemmSide * _maxTiledGemmSide)); ; side /= 2)
         {
             var options = string.Create(CultureInfo.InvariantCulture, $"-D RT={side} -D WPT={GemmOutputsPerItem}");
             var program = BuildProgram("Matmul", options, sources);

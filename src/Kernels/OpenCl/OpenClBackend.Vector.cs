@@ -19,7 +19,7 @@ public sealed partial class OpenClBackend
         if (x.Length == 0) return;
         lock (_gate)
         {
-            Check(clEnqueueFillBuffer(_queue, Memory(x), &value, sizeof(float), Bytes(x.Offset), Bytes(x.Length), 0, null, null),
+            Check(clEnqueueFillBuffer(Queue, Memory(x), &value, sizeof(float), Bytes(x.Offset), Bytes(x.Length), 0, null, null),
                 nameof(clEnqueueFillBuffer));
         }
     }
@@ -30,7 +30,7 @@ public sealed partial class OpenClBackend
         if (source.Length == 0 || source == destination) return;
         lock (_gate)
         {
-            Check(clEnqueueCopyBuffer(_queue, Memory(source), Memory(destination), Bytes(source.Offset), Bytes(destination.Offset),
+            Check(clEnqueueCopyBuffer(Queue, Memory(source), Memory(destination), Bytes(source.Offset), Bytes(destination.Offset),
                 Bytes(source.Length), 0, null, null), nameof(clEnqueueCopyBuffer));
         }
     }
@@ -94,7 +94,7 @@ public sealed partial class OpenClBackend
             var partials = stackalloc double[SumOfSquaresGroups];
             var singles = stackalloc float[SumOfSquaresGroups];
             void* target = accumulatorBytes == sizeof(double) ? partials : singles;
-            Check(clEnqueueReadBuffer(_queue, kernels.Partials, CL_TRUE, 0, (nuint)(SumOfSquaresGroups * accumulatorBytes), target, 0, null, null),
+            Check(clEnqueueReadBuffer(Queue, kernels.Partials, CL_TRUE, 0, (nuint)(SumOfSquaresGroups * accumulatorBytes), target, 0, null, null),
                 nameof(clEnqueueReadBuffer));
             double sum = 0;
             for (var g = 0; g < SumOfSquaresGroups; g++) sum += accumulatorBytes == sizeof(double) ? partials[g] : singles[g];

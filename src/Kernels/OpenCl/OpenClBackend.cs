@@ -36,7 +36,7 @@ public sealed partial class OpenClBackend : Backend
     private readonly bool _hasFp64;
     private bool _disposed;
 
-    private unsafe OpenClBackend(nint platform, nint device, OpenClDeviceInfo info, GemmKernel? gemm)
+    private unsafe OpenClBackend(nint platform, nint device, OpenClDeviceInfo info, GemmKernel? gemm, int maxTiledGemmSide = 16)
     {
         Device = info;
         _device = device;
@@ -56,6 +56,7 @@ public sealed partial class OpenClBackend : Backend
         _gemmScratch = new Scratch(_context, sizeof(float), MaxAllocationBytes);
         _preferredFloatWidth = (int)DeviceValue<uint>(device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT);
         GemmVariant = gemm ?? (info.Type == "CPU" ? GemmKernel.Vector : GemmKernel.Tiled);
+        _maxTiledGemmSide = maxTiledGemmSide;
         // Bound to kernel parameters whose operand is absent (a null bias, mask or unused source).
         _placeholder = CreateMemory(_context, sizeof(float));
         _hasFp64 = DeviceString(device, CL_DEVICE_EXTENSIONS).Contains("cl_khr_fp64", StringComparison.Ordinal);
@@ -77,11 +78,15 @@ public sealed partial class OpenClBackend : Backend
         return new OpenClBackend(platform, device, info, null);
     }
 
-    /// <summary>Opens a device with a chosen GEMM kernel, so that tests and benchmarks can run either on any device.</summary>
-    internal static OpenClBackend Create(int platformIndex, int deviceIndex, GemmKernel gemm)
+    /// <summary>
+    /// Opens a device with a chosen GEMM kernel, so that tests and benchmarks can run either on any device;
+    /// <paramref name="maxTiledGemmSide"/> caps the tiled GEMM's work-group side (16, 8, 4, 2 or 1) to
+    /// exercise the tilings a device with small work-groups would get.
+    /// </summary>
+    internal static OpenClBackend Create(int platformIndex, int deviceIndex, GemmKernel gemm, int maxTiledGemmSide = 16)
     {
         var (platform, device, info) = OpenClDevices.Open(platformIndex, deviceIndex);
-        return new OpenClBackend(platform, device, info, gemm);
+        return new OpenClBackend(platform, device, info, gemm, maxTiledGemmSide);
     }
 
     /// <summary>The device this backend runs on.</summary>
@@ -106,7 +111,7 @@ public sealed partial class OpenClBackend : Backend
     /// <inheritdoc/>
     public override void Synchronize()
     {
-        lock (_gate) Check(clFinish(_queue), nameof(clFinish));
+        lock (_gate) Check(clFinish(Queue), nameof(clFinish));
     }
 
     // ---------------------------------------------------------------- memory
@@ -125,7 +130,7 @@ public sealed partial class OpenClBackend : Backend
             }
             var memory = CreateMemory(_context, bytes);
             var zero = 0f;
-            var status = clEnqueueFillBuffer(_queue, memory, &zero, sizeof(float), 0, (nuint)bytes, 0, null, null);
+            var status = clEnqueueFillBuffer(Queue, memory, &zero, sizeof(float), 0, (nuint)bytes, 0, null, null);
             if (status != CL_SUCCESS)
             {
                 _ = clReleaseMemObject(memory);
@@ -143,7 +148,7 @@ public sealed partial class OpenClBackend : Backend
         {
             fixed (float* s = source)
             {
-                Check(clEnqueueWriteBuffer(_queue, Memory(destination), CL_TRUE, Bytes(destination.Offset), Bytes(source.Length), s, 0, null, null),
+                Check(clEnqueueWriteBuffer(Queue, Memory(destination), CL_TRUE, Bytes(destination.Offset), Bytes(source.Length), s, 0, null, null),
                     nameof(clEnqueueWriteBuffer));
             }
         }
@@ -157,7 +162,7 @@ public sealed partial class OpenClBackend : Backend
         {
             fixed (float* d = destination)
             {
-                Check(clEnqueueReadBuffer(_queue, Memory(source), CL_TRUE, Bytes(source.Offset), Bytes(destination.Length), d, 0, null, null),
+                Check(clEnqueueReadBuffer(Queue, Memory(source), CL_TRUE, Bytes(source.Offset), Bytes(destination.Length), d, 0, null, null),
                     nameof(clEnqueueReadBuffer));
             }
         }
@@ -202,10 +207,21 @@ public sealed partial class OpenClBackend : Backend
 
     private unsafe void Enqueue(OpenClKernel kernel, uint dimensions, nuint* global, nuint* local, ReadOnlySpan<KernelArg> args)
     {
+        var queue = Queue;
         uint index = 0;
         foreach (var arg in args) index = arg.Set(kernel, index);
-        var status = clEnqueueNDRangeKernel(_queue, kernel.Handle, dimensions, null, global, local, 0, null, null);
+        var status = clEnqueueNDRangeKernel(queue, kernel.Handle, dimensions, null, global, local, 0, null, null);
         if (status != CL_SUCCESS) Check(status, $"{nameof(clEnqueueNDRangeKernel)} ({kernel.Name})");
+    }
+
+    /// <summary>The command queue; every use goes through here so that a disposed backend throws instead of crashing.</summary>
+    private nint Queue
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _queue;
+        }
     }
 
     /// <summary>The argument bound for an absent optional operand: a valid buffer the kernel never reads.</summary>
@@ -221,7 +237,7 @@ public sealed partial class OpenClBackend : Backend
         {
             fixed (int* v = values)
             {
-                Check(clEnqueueWriteBuffer(_queue, memory, CL_TRUE, 0, (nuint)values.Length * sizeof(int), v, 0, null, null),
+                Check(clEnqueueWriteBuffer(Queue, memory, CL_TRUE, 0, (nuint)values.Length * sizeof(int), v, 0, null, null),
                     nameof(clEnqueueWriteBuffer));
             }
         }
@@ -234,7 +250,7 @@ public sealed partial class OpenClBackend : Backend
         if (values.IsEmpty) return;
         fixed (float* v = values)
         {
-            Check(clEnqueueWriteBuffer(_queue, _floatScratch.Handle, CL_TRUE, Bytes(offset), Bytes(values.Length), v, 0, null, null),
+            Check(clEnqueueWriteBuffer(Queue, _floatScratch.Handle, CL_TRUE, Bytes(offset), Bytes(values.Length), v, 0, null, null),
                 nameof(clEnqueueWriteBuffer));
         }
     }

@@ -116,4 +116,18 @@ public class OpenClBindingTests
         Assert.Contains("GEMM", Backend.Description, StringComparison.Ordinal);
         Assert.Equal(Backend.Device.Spec, Backend.Name);
     }
+
+    [OpenClFact]
+    public void Ops_AfterDispose_ThrowObjectDisposed()
+    {
+        var backend = OpenClBackend.Create();
+        var buffer = backend.Allocate(17);
+        backend.Scale(2f, buffer);
+        backend.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => backend.Scale(2f, buffer));
+        Assert.Throws<ObjectDisposedException>(() => backend.Fill(buffer, 1f));
+        Assert.Throws<ObjectDisposedException>(() => backend.ToArray(buffer));
+        Assert.Throws<ObjectDisposedException>(backend.Synchronize);
+        buffer.Dispose();
+    }
 }

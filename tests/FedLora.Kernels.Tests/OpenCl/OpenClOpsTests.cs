@@ -11,17 +11,23 @@ public class OpenClOpsTests
     private const float MatmulTolerance = 1e-4f;
     private const float ElementTolerance = 1e-5f;
 
-    /// <summary>The default device with each GEMM kernel, whatever the device type: both must be right everywhere.</summary>
+    /// <summary>
+    /// The default device with each GEMM kernel, whatever the device type: all must be right everywhere.
+    /// "tiled-4" caps the tiled GEMM at 4x4 work-items (16x16 tiles), as on a device with small work-groups.
+    /// </summary>
     private static readonly Dictionary<string, Lazy<OpenClBackend>> GemmBackends = new()
     {
-        ["tiled"] = new(() => CreateWithGemm(GemmKernel.Tiled)),
-        ["vector"] = new(() => CreateWithGemm(GemmKernel.Vector)),
+        ["tiled"] = new(() => CreateWithGemm(GemmKernel.Tiled, 16)),
+        ["tiled-4"] = new(() => CreateWithGemm(GemmKernel.Tiled, 4)),
+        ["vector"] = new(() => CreateWithGemm(GemmKernel.Vector, 16)),
     };
 
-    private static OpenClBackend CreateWithGemm(GemmKernel gemm)
+    private static readonly string[] GemmNames = ["tiled", "tiled-4", "vector"];
+
+    private static OpenClBackend CreateWithGemm(GemmKernel gemm, int maxTiledGemmSide)
     {
         var device = OpenClDevices.Default();
-        return OpenClBackend.Create(device.PlatformIndex, device.DeviceIndex, gemm);
+        return OpenClBackend.Create(device.PlatformIndex, device.DeviceIndex, gemm, maxTiledGemmSide);
     }
 
     private static GuardedTwin WithGemm(string gemm) => new(GemmBackends[gemm].Value);
@@ -37,7 +43,7 @@ public class OpenClOpsTests
             (129, 7, 33), (1, 129, 129), (129, 129, 1), (129, 33, 129), (65, 70, 66), (12, 16, 64),
         ];
         var data = new TheoryData<string, int, int, int>();
-        foreach (var gemm in new[] { "tiled", "vector" })
+        foreach (var gemm in GemmNames)
         {
             foreach (var (n, c, o) in shapes) data.Add(gemm, n, c, o);
         }
@@ -53,7 +59,7 @@ public class OpenClOpsTests
             (129, 7, 33, 1, null), (0, 7, 17, 3, [2]), (7, 17, 33, 5, []), (33, 17, 129, 8, [7, 6, 5, 4, 3, 2, 1, 0]),
         ];
         var data = new TheoryData<string, int, int, int, int, int[]?>();
-        foreach (var gemm in new[] { "tiled", "vector" })
+        foreach (var gemm in GemmNames)
         {
             foreach (var (n, c, o, rank, indices) in shapes) data.Add(gemm, n, c, o, rank, indices);
         }
@@ -181,6 +187,7 @@ public class OpenClOpsTests
     [InlineData("vector", 1, 1, 1)]
     [InlineData("vector", 17, 7, 0)]
     [InlineData("vector", 129, 33, 17)]
+    [InlineData("tiled-4", 33, 129, 7)]
     public void StackedAggregation_OddShapes_MatchesReference(string gemm, int o, int c, int stackedRank)
     {
         using var g = WithGemm(gemm);
