@@ -95,8 +95,7 @@ internal sealed unsafe class OpenClProgram : IDisposable
         fixed (byte* n = Encode(name)) kernel = clCreateKernel(Handle, n, &status);
         Check(status, nameof(clCreateKernel) + " '" + name + "'");
         var result = new OpenClKernel(kernel, name,
-            (int)Math.Min(KernelWorkGroupValue<nuint>(kernel, _device, CL_KERNEL_WORK_GROUP_SIZE), int.MaxValue),
-            (int)Math.Max(1, Math.Min(KernelWorkGroupValue<nuint>(kernel, _device, CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE), 1024)));
+            (int)Math.Min(KernelWorkGroupValue<nuint>(kernel, _device, CL_KERNEL_WORK_GROUP_SIZE), int.MaxValue));
         _kernels.Add(result);
         return result;
     }
@@ -120,7 +119,7 @@ internal sealed unsafe class OpenClProgram : IDisposable
 }
 
 /// <summary>A kernel object and the work-group limits the device reported for it.</summary>
-internal sealed class OpenClKernel(nint handle, string name, int maxWorkGroupSize, int preferredMultiple)
+internal sealed class OpenClKernel(nint handle, string name, int maxWorkGroupSize)
 {
     public nint Handle { get; } = handle;
     public string Name { get; } = name;
@@ -128,8 +127,6 @@ internal sealed class OpenClKernel(nint handle, string name, int maxWorkGroupSiz
     /// <summary>CL_KERNEL_WORK_GROUP_SIZE: the largest work-group this kernel can run with on the device.</summary>
     public int MaxWorkGroupSize { get; } = maxWorkGroupSize;
 
-    /// <summary>CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE (the warp or wavefront width on GPUs).</summary>
-    public int PreferredMultiple { get; } = preferredMultiple;
 
     /// <summary>The largest power of two that is at most <paramref name="cap"/> and this kernel's limit.</summary>
     public int PowerOfTwoGroup(int cap)

@@ -28,8 +28,8 @@ void GEMM_NAME(const int M, const int N, const int K, const float alpha,
                __global float* c, const int co, const int ldc,
                __global const float* bias, const int biaso, const int flags)
 {
-    __local float as[TSK][TS + 1];
-    __local float bs[TSK][TS + 1];
+    __local float aTile[TSK][TS + 1];
+    __local float bTile[TSK][TS + 1];
     const int tx = get_local_id(0);
     const int ty = get_local_id(1);
     const int tid = ty * RT + tx;
@@ -53,36 +53,36 @@ void GEMM_NAME(const int M, const int N, const int K, const float alpha,
             const int mm = e % TS;
             const int gm = m0 + mm;
             const int gk = k0 + kk;
-            as[kk][mm] = gm < M && gk < K ? a[gk * lda + gm] : 0.0f;
+            aTile[kk][mm] = gm < M && gk < K ? a[gk * lda + gm] : 0.0f;
 #else
             const int mm = e / TSK;
             const int kk = e % TSK;
             const int gm = m0 + mm;
             const int gk = k0 + kk;
-            as[kk][mm] = gm < M && gk < K ? a[gm * lda + gk] : 0.0f;
+            aTile[kk][mm] = gm < M && gk < K ? a[gm * lda + gk] : 0.0f;
 #endif
 #if B_TRANS
             const int nn = e / TSK;
             const int bk = e % TSK;
             const int gn = n0 + nn;
             const int gbk = k0 + bk;
-            bs[bk][nn] = gn < N && gbk < K ? b[gn * ldb + gbk] : 0.0f;
+            bTile[bk][nn] = gn < N && gbk < K ? b[gn * ldb + gbk] : 0.0f;
 #else
             const int bk = e / TS;
             const int nn = e % TS;
             const int gn = n0 + nn;
             const int gbk = k0 + bk;
-            bs[bk][nn] = gn < N && gbk < K ? b[gbk * ldb + gn] : 0.0f;
+            bTile[bk][nn] = gn < N && gbk < K ? b[gbk * ldb + gn] : 0.0f;
 #endif
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int kk = 0; kk < TSK; kk++)
         {
             float bv[WPT];
-            for (int j = 0; j < WPT; j++) bv[j] = bs[kk][tx + j * RT];
+            for (int j = 0; j < WPT; j++) bv[j] = bTile[kk][tx + j * RT];
             for (int i = 0; i < WPT; i++)
             {
-                const float av = as[kk][ty + i * RT];
+                const float av = aTile[kk][ty + i * RT];
                 for (int j = 0; j < WPT; j++) acc[i][j] += av * bv[j];
             }
         }

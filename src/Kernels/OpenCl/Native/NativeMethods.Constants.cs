@@ -40,5 +40,4 @@ internal static partial class NativeMethods
     public const uint CL_PROGRAM_BUILD_LOG = 0x1183;
 
     public const uint CL_KERNEL_WORK_GROUP_SIZE = 0x11B0;
-    public const uint CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE = 0x11B3;
 }

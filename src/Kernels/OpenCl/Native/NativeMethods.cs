@@ -41,9 +41,6 @@ internal static unsafe partial class NativeMethods
     public static partial int clReleaseCommandQueue(nint commandQueue);
 
     [LibraryImport(Library)]
-    public static partial int clFlush(nint commandQueue);
-
-    [LibraryImport(Library)]
     public static partial int clFinish(nint commandQueue);
 
     // ------------------------------------------------------------ buffers
