@@ -50,16 +50,25 @@ public sealed partial class OpenClBackend : Backend
             _ = clReleaseContext(_context);
             Check(status, nameof(clCreateCommandQueue));
         }
-        MaxAllocationBytes = (long)DeviceValue<ulong>(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE);
+        try
+        {
+            MaxAllocationBytes = (long)DeviceValue<ulong>(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE);
+            _preferredFloatWidth = (int)DeviceValue<uint>(device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT);
+            _hasFp64 = DeviceString(device, CL_DEVICE_EXTENSIONS).Contains("cl_khr_fp64", StringComparison.Ordinal);
+            // Bound to kernel parameters whose operand is absent (a null bias, mask or unused source).
+            _placeholder = CreateMemory(_context, sizeof(float));
+        }
+        catch
+        {
+            _ = clReleaseCommandQueue(_queue);
+            _ = clReleaseContext(_context);
+            throw;
+        }
         _floatScratch = new Scratch(_context, sizeof(float), MaxAllocationBytes);
         _intScratch = new Scratch(_context, sizeof(int), MaxAllocationBytes);
         _gemmScratch = new Scratch(_context, sizeof(float), MaxAllocationBytes);
-        _preferredFloatWidth = (int)DeviceValue<uint>(device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT);
         GemmVariant = gemm ?? (info.Type == "CPU" ? GemmKernel.Vector : GemmKernel.Tiled);
         _maxTiledGemmSide = maxTiledGemmSide;
-        // Bound to kernel parameters whose operand is absent (a null bias, mask or unused source).
-        _placeholder = CreateMemory(_context, sizeof(float));
-        _hasFp64 = DeviceString(device, CL_DEVICE_EXTENSIONS).Contains("cl_khr_fp64", StringComparison.Ordinal);
     }
 
     /// <summary>Opens the default device: the first GPU, else the first OpenCL device of any kind.</summary>
@@ -121,6 +130,7 @@ public sealed partial class OpenClBackend : Backend
     {
         lock (_gate)
         {
+            var queue = Queue;
             // A zero-length view still needs a valid cl_mem (clCreateBuffer rejects size 0).
             var bytes = Math.Max(1L, length) * sizeof(float);
             if (bytes > MaxAllocationBytes)
@@ -130,7 +140,7 @@ public sealed partial class OpenClBackend : Backend
             }
             var memory = CreateMemory(_context, bytes);
             var zero = 0f;
-            var status = clEnqueueFillBuffer(Queue, memory, &zero, sizeof(float), 0, (nuint)bytes, 0, null, null);
+            var status = clEnqueueFillBuffer(queue, memory, &zero, sizeof(float), 0, (nuint)bytes, 0, null, null);
             if (status != CL_SUCCESS)
             {
                 _ = clReleaseMemObject(memory);
@@ -230,9 +240,9 @@ public sealed partial class OpenClBackend : Backend
     private KernelArg Optional(BufferView? view) => view is { } v ? v : Placeholder;
 
     /// <summary>Copies host ints into the int scratch at element 0 and returns the kernel argument for them.</summary>
-    private unsafe KernelArg UploadInts(ReadOnlySpan<int> values, int reserve = 0)
+    private unsafe KernelArg UploadInts(ReadOnlySpan<int> values)
     {
-        var memory = _intScratch.Reserve(Math.Max(values.Length, reserve));
+        var memory = _intScratch.Reserve(values.Length);
         if (!values.IsEmpty)
         {
             fixed (int* v = values)
@@ -295,12 +305,14 @@ public sealed partial class OpenClBackend : Backend
     private sealed class Scratch(nint context, int elementBytes, long maxBytes) : IDisposable
     {
         private long _capacity;
+        private bool _disposed;
 
         public nint Handle { get; private set; }
 
         /// <summary>Ensures room for <paramref name="elements"/> elements; the previous contents are not kept.</summary>
         public nint Reserve(long elements)
         {
+            ObjectDisposedException.ThrowIf(_disposed, this);
             if (Handle != 0 && elements <= _capacity) return Handle;
             // In-order queue: commands already enqueued on the old buffer keep it alive until they finish.
             if (Handle != 0) _ = clReleaseMemObject(Handle);
@@ -315,6 +327,7 @@ public sealed partial class OpenClBackend : Backend
         {
             if (Handle != 0) _ = clReleaseMemObject(Handle);
             Handle = 0;
+            _disposed = true;
         }
     }
 }
