@@ -51,7 +51,8 @@ public sealed partial class OpenClBackend
     private int GroupRowsByToken(ReadOnlySpan<int> tokens, int vocab, out ReadOnlySpan<int> groups)
     {
         var rows = tokens.Length;
-        var needed = vocab + 2 * rows + 1;
+        // Counters (V), then ids (U), starts (U+1) and rows (B*T), with U <= min(V, B*T).
+        var needed = vocab + 2 * Math.Min(vocab, rows) + 1 + rows;
         if (_tokenGroups.Length < needed) _tokenGroups = new int[Math.Max(needed, 2 * _tokenGroups.Length)];
         var counts = _tokenGroups.AsSpan(0, vocab);
         counts.Clear();

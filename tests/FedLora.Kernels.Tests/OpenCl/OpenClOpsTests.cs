@@ -288,17 +288,20 @@ public class OpenClOpsTests
         g.AssertClose(dqkv, MatmulTolerance, MatmulTolerance, "qkv grad");
     }
 
+    // distinct: how many token ids occur. Few, with many repeats: the backward pass must add every
+    // occurrence; many: nearly one group per row.
     [OpenClTheory]
-    [InlineData(1, 1, 1, 1)]
-    [InlineData(2, 7, 17, 5)]
-    [InlineData(3, 17, 33, 257)]
-    [InlineData(1, 129, 7, 3)]
-    [InlineData(0, 4, 7, 5)]
-    public void Embedding_ForwardAndBackward_MatchReference(int b, int t, int c, int vocab)
+    [InlineData(1, 1, 1, 1, 1)]
+    [InlineData(2, 7, 17, 5, 4)]
+    [InlineData(3, 17, 33, 257, 4)]
+    [InlineData(3, 17, 33, 257, 257)]
+    [InlineData(2, 33, 7, 1000, 1000)]
+    [InlineData(1, 129, 7, 3, 3)]
+    [InlineData(0, 4, 7, 5, 4)]
+    public void Embedding_ForwardAndBackward_MatchReference(int b, int t, int c, int vocab, int distinct)
     {
         using var g = new GuardedTwin();
-        // Few distinct tokens, many repeats: the backward pass must add every occurrence.
-        var tokens = Enumerable.Range(0, b * t).Select(i => g.Twin.Rng.Next(Math.Min(vocab, 4)) * (vocab / Math.Min(vocab, 4))).ToArray();
+        var tokens = Enumerable.Range(0, b * t).Select(i => g.Twin.Rng.Next(distinct) * (vocab / distinct)).ToArray();
         var wte = g.Random(vocab * c);
         var wpe = g.Random((t + 2) * c);
         var y = g.Random(b * t * c);
