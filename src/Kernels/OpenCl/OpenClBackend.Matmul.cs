@@ -218,41 +218,59 @@ public sealed partial class OpenClBackend
 
     /// <summary>
     /// C = alpha op(A) op(B) (+ bias if flags has GemmBias) (+ C if flags has GemmAccumulate), C (M,N)
-    /// with row stride ldc, A and B as <paramref name="layout"/> says.
+    /// with row stride ldc, A and B as <paramref name="layout"/> says; <paramref name="batch"/> repeats the
+    /// product over strided operands (attention's heads), one product by default.
     /// </summary>
     private unsafe void Gemm(GemmLayout layout, int m, int n, int k, float alpha, KernelArg a, int lda, KernelArg b, int ldb,
-        KernelArg c, int ldc, KernelArg bias, int flags)
+        KernelArg c, int ldc, KernelArg bias, int flags, GemmBatch? batch = null)
     {
-        if (m == 0 || n == 0) return;
+        var products = batch ?? GemmBatch.One;
+        if (m == 0 || n == 0 || products.Count == 0) return;
         var kernels = _matmul!;
         if (kernels.Variant == GemmKernel.Tiled)
         {
             var kernel = layout switch { GemmLayout.Nt => kernels.Nt!, GemmLayout.Nn => kernels.Nn!, _ => kernels.Tn! };
             var side = (nuint)kernels.Side;
             var tile = side * GemmOutputsPerItem;
-            var global = stackalloc nuint[] { ((nuint)n + tile - 1) / tile * side, ((nuint)m + tile - 1) / tile * side };
-            var local = stackalloc nuint[] { side, side };
-            Enqueue(kernel, 2, global, local, [m, n, k, alpha, a, lda, b, ldb, c, ldc, bias, flags]);
+            var global = stackalloc nuint[] { ((nuint)n + tile - 1) / tile * side, ((nuint)m + tile - 1) / tile * side, (nuint)products.Count };
+            var local = stackalloc nuint[] { side, side, 1 };
+            Enqueue(kernel, 3, global, local, [m, n, k, alpha, a, lda, b, ldb, c, ldc, bias, flags,
+                products.Inner, products.AOuter, products.AInner, products.BOuter, products.BInner, products.COuter, products.CInner]);
             return;
         }
         var blockColumns = 2 * kernels.Width;
         var paddedColumns = (n + blockColumns - 1) / blockColumns * blockColumns;
+        var (bOuter, bInner) = (products.BOuter, products.BInner);
         if (layout == GemmLayout.Nt || paddedColumns != n)
         {
             // The CPU kernel reads whole vectors of B's rows, as (K,N): B^T, or B with its columns padded to
-            // whole blocks, goes to the GEMM's own scratch (callers hold the float scratch).
-            var staged = _gemmScratch.Reserve((long)k * paddedColumns);
-            Run(kernels.StageB!, k * paddedColumns, k, n, paddedColumns, layout == GemmLayout.Nt ? 1 : 0, b, ldb, KernelArg.Memory(staged, 0));
+            // whole blocks, goes to the GEMM's own scratch (callers hold the float scratch), product after product.
+            var size = k * paddedColumns;
+            var staged = _gemmScratch.Reserve((long)size * products.Count);
+            RunBatched(kernels.StageB!, size, products.Count, k, n, paddedColumns, layout == GemmLayout.Nt ? 1 : 0, b, ldb,
+                KernelArg.Memory(staged, 0), products.Inner, products.BOuter, products.BInner);
             b = KernelArg.Memory(staged, 0);
             ldb = paddedColumns;
+            (bOuter, bInner) = (products.Inner * size, size);
         }
         var vector = layout == GemmLayout.Tn ? kernels.VectorT! : kernels.VectorN!;
         // Work-items of a group share a column block: they stream the same panel of B.
         var group = (nuint)Math.Min(VectorGemmGroup, vector.MaxWorkGroupSize);
         var rowBlocks = ((nuint)m + VectorGemmRows - 1) / VectorGemmRows;
-        var sizes = stackalloc nuint[] { (nuint)(paddedColumns / blockColumns), (rowBlocks + group - 1) / group * group };
-        var groupSizes = stackalloc nuint[] { 1, group };
-        Enqueue(vector, 2, sizes, groupSizes, [m, n, k, alpha, a, lda, b, ldb, c, ldc, bias, flags]);
+        var sizes = stackalloc nuint[] { (nuint)(paddedColumns / blockColumns), (rowBlocks + group - 1) / group * group, (nuint)products.Count };
+        var groupSizes = stackalloc nuint[] { 1, group, 1 };
+        Enqueue(vector, 3, sizes, groupSizes, [m, n, k, alpha, a, lda, b, ldb, c, ldc, bias, flags,
+            products.Inner, products.AOuter, products.AInner, bOuter, bInner, products.COuter, products.CInner]);
+    }
+
+    /// <summary>
+    /// Count products of one shape whose operands sit at strided offsets: product z = q Inner + r
+    /// (0 &lt;= r &lt; Inner) reads A from q AOuter + r AInner past A's offset, and likewise B and C.
+    /// Attention's heads: q is the batch row b, r the head h.
+    /// </summary>
+    private readonly record struct GemmBatch(int Count, int Inner, int AOuter, int AInner, int BOuter, int BInner, int COuter, int CInner)
+    {
+        public static GemmBatch One => new(1, 1, 0, 0, 0, 0, 0, 0);
     }
 
     /// <summary>The largest GEMM work-group side (a power of two up to 16) whose square the device runs.</summary>

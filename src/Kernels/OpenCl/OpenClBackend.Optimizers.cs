@@ -1,6 +1,6 @@
 namespace FedLora.Kernels.OpenCl;
 
-// AdamW and SGD (Optimizers.cl): element-wise, with an optional mask.
+// AdamW and SGD (Optimizers.cl): element-wise (AdamW four elements per work-item), with an optional mask.
 public sealed partial class OpenClBackend
 {
     private OptimizerKernels? _optimizers;
@@ -18,7 +18,7 @@ public sealed partial class OpenClBackend
         var correction2 = (float)(1 - Math.Pow(settings.Beta2, timestep));
         lock (_gate)
         {
-            Run(Optimizers.AdamW, n, n, settings.LearningRate, settings.Beta1, settings.Beta2, settings.Epsilon, settings.WeightDecay,
+            Run(Optimizers.AdamW, (n + 3) / 4, n, settings.LearningRate, settings.Beta1, settings.Beta2, settings.Epsilon, settings.WeightDecay,
                 correction1, correction2, grads, Optional(mask), mask is null ? 0 : 1, parameters, m, v);
         }
     }

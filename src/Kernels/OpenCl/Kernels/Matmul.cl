@@ -66,13 +66,18 @@ __kernel void scale_rows(const int rows, const int c, __global const float* w, c
 
 // dst (K, Np) = B (K,N) with zero columns appended up to Np, where B(k,n) = src[n lds + k] when
 // transpose is set (B stored (N,K)) and src[k lds + n] otherwise: the B operand of the CPU GEMM
-// (MatmulGemmVector.cl), which reads whole vectors of B's rows. One work-item per element of dst.
+// (MatmulGemmVector.cl), which reads whole vectors of B's rows. One work-item per element of dst;
+// dimension 1 is the batch: product z reads src from (z / batchInner) outer + (z % batchInner) inner
+// further and writes dst from z K Np further.
 __kernel void stage_b(const int k, const int n, const int np, const int transpose,
-                      __global const float* src, const int so, const int lds, __global float* dst, const int dsto)
+                      __global const float* src, const int so, const int lds, __global float* dst, const int dsto,
+                      const int batchInner, const int outer, const int inner)
 {
     const int index = get_global_id(0);
     if (index >= k * np) return;
+    const int z = get_global_id(1);
     const int row = index / np;
     const int col = index % np;
-    dst[dsto + index] = col >= n ? 0.0f : transpose ? src[so + col * lds + row] : src[so + row * lds + col];
+    __global const float* s = src + so + (z / batchInner) * outer + (z % batchInner) * inner;
+    dst[dsto + z * k * np + index] = col >= n ? 0.0f : transpose ? s[col * lds + row] : s[row * lds + col];
 }

@@ -12,6 +12,7 @@
 // (tx, ty) owns outputs (ty + i RT, tx + j RT), 0 <= i, j < WPT: its reads of the B slab and its writes
 // of C are consecutive across tx.
 // flags bit 0: add bias(n) (bias is (N)); bit 1: accumulate into C instead of overwriting it.
+// Batches (attention's per-head products) run along dimension 2 of the range: see the offsets below.
 
 #ifndef GEMM_TILING
 #define GEMM_TILING
@@ -26,7 +27,9 @@ void GEMM_NAME(const int M, const int N, const int K, const float alpha,
                __global const float* a, const int ao, const int lda,
                __global const float* b, const int bo, const int ldb,
                __global float* c, const int co, const int ldc,
-               __global const float* bias, const int biaso, const int flags)
+               __global const float* bias, const int biaso, const int flags,
+               const int batchInner, const int aOuter, const int aInner, const int bOuter, const int bInner,
+               const int cOuter, const int cInner)
 {
     __local float aTile[TSK][TS + 1];
     __local float bTile[TSK][TS + 1];
@@ -35,9 +38,11 @@ void GEMM_NAME(const int M, const int N, const int K, const float alpha,
     const int tid = ty * RT + tx;
     const int m0 = get_group_id(1) * TS;
     const int n0 = get_group_id(0) * TS;
-    a += ao;
-    b += bo;
-    c += co;
+    // Product z of a batch: its operands start (z / batchInner) outer + (z % batchInner) inner further.
+    const int z = get_global_id(2);
+    a += ao + (z / batchInner) * aOuter + (z % batchInner) * aInner;
+    b += bo + (z / batchInner) * bOuter + (z % batchInner) * bInner;
+    c += co + (z / batchInner) * cOuter + (z % batchInner) * cInner;
 
     float acc[WPT][WPT];
     for (int i = 0; i < WPT; i++)

@@ -13,6 +13,7 @@
 // host stages B, zero-padded, when N is not a multiple of 2VW), rows past M re-read row M-1, and
 // only the block's part inside C is stored.
 // flags bit 0: add bias(n) (bias is (N)); bit 1: accumulate into C instead of overwriting it.
+// Batches (attention's per-head products) run along dimension 2 of the range: see the offsets below.
 
 #ifndef GEMM_VECTOR_TYPES
 #define GEMM_VECTOR_TYPES
@@ -27,14 +28,18 @@ __kernel void GEMM_NAME(const int M, const int N, const int K, const float alpha
                         __global const float* a, const int ao, const int lda,
                         __global const float* b, const int bo, const int ldb,
                         __global float* c, const int co, const int ldc,
-                        __global const float* bias, const int biaso, const int flags)
+                        __global const float* bias, const int biaso, const int flags,
+                        const int batchInner, const int aOuter, const int aInner, const int bOuter, const int bInner,
+                        const int cOuter, const int cInner)
 {
     const int j0 = get_global_id(0) * 2 * VW;
     const int i0 = get_global_id(1) * RB;
     if (j0 >= N || i0 >= M) return;
-    a += ao;
-    b += bo;
-    c += co;
+    // Product z of a batch: its operands start (z / batchInner) outer + (z % batchInner) inner further.
+    const int z = get_global_id(2);
+    a += ao + (z / batchInner) * aOuter + (z % batchInner) * aInner;
+    b += bo + (z / batchInner) * bOuter + (z % batchInner) * bInner;
+    c += co + (z / batchInner) * cOuter + (z % batchInner) * cInner;
 
     // Where row i0 + r of A starts (A_TRANS 0) or sits within a row of the stored A^T (A_TRANS 1).
     int rowStart[RB];

@@ -24,6 +24,7 @@ internal static partial class NativeMethods
     public const uint CL_DEVICE_MAX_WORK_GROUP_SIZE = 0x1004;
     public const uint CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT = 0x100A;
     public const uint CL_DEVICE_MAX_MEM_ALLOC_SIZE = 0x1010;
+    public const uint CL_DEVICE_SINGLE_FP_CONFIG = 0x101B;
     public const uint CL_DEVICE_GLOBAL_MEM_SIZE = 0x101F;
     public const uint CL_DEVICE_LOCAL_MEM_SIZE = 0x1023;
     public const uint CL_DEVICE_NAME = 0x102B;
@@ -32,6 +33,8 @@ internal static partial class NativeMethods
     public const uint CL_DEVICE_VERSION = 0x102F;
     public const uint CL_DEVICE_EXTENSIONS = 0x1030;
     public const uint CL_DEVICE_OPENCL_C_VERSION = 0x103D;
+
+    public const ulong CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT = 1 << 7;
 
     public const nint CL_CONTEXT_PLATFORM = 0x1084;
 
