@@ -31,22 +31,18 @@ public sealed partial class OpenClBackend
     /// <summary>Work-items per work-group (along C's rows) in the CPU GEMM.</summary>
     private const int VectorGemmGroup = 4;
 
-    private readonly int _maxTiledGemmSide;
     private MatmulKernels? _matmul;
-
-    /// <summary>The GEMM kernel this backend uses (<see cref="GemmKernel"/>), chosen at creation.</summary>
-    internal GemmKernel GemmVariant { get; }
 
     private string GemmDescription
     {
         get
         {
-            if (GemmVariant == GemmKernel.Vector)
+            if (Tuning.Gemm == GemmKernel.Vector)
             {
                 return string.Create(CultureInfo.InvariantCulture,
                     $"register-blocked GEMM: {VectorGemmRows}x{2 * VectorWidth} blocks per work-item, float{VectorWidth} vectors");
             }
-            var side = _matmul?.Side ?? PlannedGemmSide(Math.Min(Device.MaxWorkGroupSize, _maxTiledGemmSide * _maxTiledGemmSide));
+            var side = _matmul?.Side ?? PlannedGemmSide(Math.Min(Device.MaxWorkGroupSize, Tuning.MaxTiledGemmSide * Tuning.MaxTiledGemmSide));
             var tile = side * GemmOutputsPerItem;
             return string.Create(CultureInfo.InvariantCulture,
                 $"tiled GEMM: {tile}x{tile} tiles in local memory, {side}x{side} work-items of {GemmOutputsPerItem}x{GemmOutputsPerItem} outputs");
@@ -289,7 +285,7 @@ public sealed partial class OpenClBackend
     private MatmulKernels BuildMatmul()
     {
         var helpers = OpenClProgram.Source("Matmul");
-        if (GemmVariant == GemmKernel.Vector)
+        if (Tuning.Gemm == GemmKernel.Vector)
         {
             var vectorTemplate = OpenClProgram.Source("MatmulGemmVector");
             var options = string.Create(CultureInfo.InvariantCulture, $"-D VW={VectorWidth} -D RB={VectorGemmRows}");
@@ -299,7 +295,7 @@ public sealed partial class OpenClBackend
         }
         var template = OpenClProgram.Source("MatmulGemm");
         var sources = new[] { Instance(template, "gemm_nt", 0, 1), Instance(template, "gemm_nn", 0, 0), Instance(template, "gemm_tn", 1, 0), helpers };
-        for (var side = PlannedGemmSide(Math.Min(Device.MaxWorkGroupSize, _maxTiledGemmSide * _maxTiledGemmSide)); ; side /= 2)
+        for (var side = PlannedGemmSide(Math.Min(Device.MaxWorkGroupSize, Tuning.MaxTiledGemmSide * Tuning.MaxTiledGemmSide)); ; side /= 2)
         {
             var options = string.Create(CultureInfo.InvariantCulture, $"-D RT={side} -D WPT={GemmOutputsPerItem}");
             var program = BuildProgram("Matmul", options, sources);
@@ -352,14 +348,4 @@ public sealed partial class OpenClBackend
         public bool Fits => Variant == GemmKernel.Vector
             || Math.Min(Nt!.MaxWorkGroupSize, Math.Min(Nn!.MaxWorkGroupSize, Tn!.MaxWorkGroupSize)) >= Side * Side;
     }
-}
-
-/// <summary>Which GEMM kernel an <see cref="OpenClBackend"/> runs.</summary>
-internal enum GemmKernel
-{
-    /// <summary>Work-group tiles staged in local memory, coalesced loads (MatmulGemm.cl): for GPUs.</summary>
-    Tiled,
-
-    /// <summary>One register-blocked vector micro-kernel per work-item, no local memory (MatmulGemmVector.cl): for CPU devices.</summary>
-    Vector,
 }

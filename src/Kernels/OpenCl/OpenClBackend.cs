@@ -37,7 +37,7 @@ public sealed partial class OpenClBackend : Backend
     private readonly string _buildOptions;
     private bool _disposed;
 
-    private unsafe OpenClBackend(nint platform, nint device, OpenClDeviceInfo info, GemmKernel? gemm, int maxTiledGemmSide = 16)
+    private unsafe OpenClBackend(nint platform, nint device, OpenClDeviceInfo info, OpenClTuning? tuning)
     {
         Device = info;
         _device = device;
@@ -73,8 +73,7 @@ public sealed partial class OpenClBackend : Backend
         _floatScratch = new Scratch(_context, sizeof(float), MaxAllocationBytes);
         _intScratch = new Scratch(_context, sizeof(int), MaxAllocationBytes);
         _gemmScratch = new Scratch(_context, sizeof(float), MaxAllocationBytes);
-        GemmVariant = gemm ?? (info.Type == "CPU" ? GemmKernel.Vector : GemmKernel.Tiled);
-        _maxTiledGemmSide = maxTiledGemmSide;
+        Tuning = tuning ?? OpenClTuning.For(info.Type);
     }
 
     /// <summary>Opens the default device: the first GPU, else the first OpenCL device of any kind.</summary>
@@ -93,19 +92,18 @@ public sealed partial class OpenClBackend : Backend
         return new OpenClBackend(platform, device, info, null);
     }
 
-    /// <summary>
-    /// Opens a device with a chosen GEMM kernel, so that tests and benchmarks can run either on any device;
-    /// <paramref name="maxTiledGemmSide"/> caps the tiled GEMM's work-group side (16, 8, 4, 2 or 1) to
-    /// exercise the tilings a device with small work-groups would get.
-    /// </summary>
-    internal static OpenClBackend Create(int platformIndex, int deviceIndex, GemmKernel gemm, int maxTiledGemmSide = 16)
+    /// <summary>Opens a device with a chosen <see cref="OpenClTuning"/>, so that tests and benchmarks run every kernel variant on any device.</summary>
+    internal static OpenClBackend Create(int platformIndex, int deviceIndex, OpenClTuning tuning)
     {
         var (platform, device, info) = OpenClDevices.Open(platformIndex, deviceIndex);
-        return new OpenClBackend(platform, device, info, gemm, maxTiledGemmSide);
+        return new OpenClBackend(platform, device, info, tuning);
     }
 
     /// <summary>The device this backend runs on.</summary>
     public OpenClDeviceInfo Device { get; }
+
+    /// <summary>How work maps onto the device: chosen from its type unless a test or benchmark says otherwise.</summary>
+    internal OpenClTuning Tuning { get; }
 
     /// <inheritdoc/>
     public override string Name => Device.Spec;
@@ -228,13 +226,8 @@ public sealed partial class OpenClBackend : Backend
         Enqueue(kernel, 1, &global, &local, args);
     }
 
-    /// <summary>
-    /// The work-group size for <see cref="RunGroups"/>: a power of two the kernel accepts, up to 256 on GPUs
-    /// and 1 on CPU devices, where a row is best reduced by one work-item in a loop (PoCL runs a group's
-    /// items as loops split at every barrier: layernorm forward at N=2048, C=384 took 7-19 ms with 256
-    /// items per row, 1.7 ms with 1).
-    /// </summary>
-    private int RowGroupSize(OpenClKernel kernel) => kernel.PowerOfTwoGroup(Device.Type == "CPU" ? 1 : GroupCap);
+    /// <summary>The work-group size for <see cref="RunGroups"/>: a power of two the kernel accepts, up to the tuning's cap.</summary>
+    private int RowGroupSize(OpenClKernel kernel) => kernel.PowerOfTwoGroup(Tuning.RowGroupCap);
 
     private unsafe void Enqueue(OpenClKernel kernel, uint dimensions, nuint* global, nuint* local, ReadOnlySpan<KernelArg> args)
     {
@@ -351,4 +344,36 @@ public sealed partial class OpenClBackend : Backend
             _disposed = true;
         }
     }
+}
+
+/// <summary>Which GEMM kernel an <see cref="OpenClBackend"/> runs.</summary>
+internal enum GemmKernel
+{
+    /// <summary>Work-group tiles staged in local memory, coalesced loads (MatmulGemm.cl): for GPUs.</summary>
+    Tiled,
+
+    /// <summary>One register-blocked vector micro-kernel per work-item, no local memory (MatmulGemmVector.cl): for CPU devices.</summary>
+    Vector,
+}
+
+/// <summary>
+/// How an <see cref="OpenClBackend"/> maps work onto its device. Every choice is correct on every
+/// device; the defaults are the fast ones for the device type.
+/// </summary>
+/// <param name="Gemm">The GEMM kernel.</param>
+/// <param name="MaxTiledGemmSide">Cap on the tiled GEMM's work-group side (16, 8, 4, 2 or 1); the device's limit applies too.</param>
+/// <param name="RowGroupCap">Cap on the work-group size of row reductions (layernorm, softmax, cross-entropy).</param>
+internal readonly record struct OpenClTuning(GemmKernel Gemm, int MaxTiledGemmSide, int RowGroupCap)
+{
+    /// <summary>GPUs: tiled GEMM, 256 work-items reduce a row in local memory.</summary>
+    public static OpenClTuning Gpu => new(GemmKernel.Tiled, 16, 256);
+
+    /// <summary>
+    /// CPU devices: the register-blocked GEMM, and one work-item per row, because PoCL runs a group's
+    /// items as loops split at every barrier (layernorm forward at N=2048, C=384: 7-19 ms with 256 items
+    /// per row, 0.7-1.7 ms with 1).
+    /// </summary>
+    public static OpenClTuning Cpu => new(GemmKernel.Vector, 16, 1);
+
+    public static OpenClTuning For(string deviceType) => deviceType == "CPU" ? Cpu : Gpu;
 }

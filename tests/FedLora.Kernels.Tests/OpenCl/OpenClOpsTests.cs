@@ -1,75 +1,64 @@
-using FedLora.Kernels.OpenCl;
-
 namespace FedLora.Kernels.Tests.OpenCl;
 
 /// <summary>
 /// Every op of the OpenCL backend against the Reference on odd shapes (0, 1, 7, 17, 33, 129), with
-/// device views at non-zero offsets inside guarded buffers (see <see cref="GuardedTwin"/>).
+/// device views at non-zero offsets inside guarded buffers (see <see cref="GuardedTwin"/>), under
+/// every tuning the backend has, whatever the device: each must be right everywhere.
 /// </summary>
 public class OpenClOpsTests
 {
     private const float MatmulTolerance = 1e-4f;
     private const float ElementTolerance = 1e-5f;
 
-    /// <summary>
-    /// The default device with each GEMM kernel, whatever the device type: all must be right everywhere.
-    /// "tiled-4" caps the tiled GEMM at 4x4 work-items (16x16 tiles), as on a device with small work-groups.
-    /// </summary>
-    private static readonly Dictionary<string, Lazy<OpenClBackend>> GemmBackends = new()
-    {
-        ["tiled"] = new(() => CreateWithGemm(GemmKernel.Tiled, 16)),
-        ["tiled-4"] = new(() => CreateWithGemm(GemmKernel.Tiled, 4)),
-        ["vector"] = new(() => CreateWithGemm(GemmKernel.Vector, 16)),
-    };
+    private static GuardedTwin On(string style) => new(OpenClStyles.Get(style));
 
-    private static readonly string[] GemmNames = ["tiled", "tiled-4", "vector"];
+    /// <summary>Every row of theory data once per style, the style first.</summary>
+    private static IEnumerable<object?[]> Styled(params object?[][] rows) =>
+        from style in OpenClStyles.Names from row in rows select (object?[])[style, .. row];
 
-    private static OpenClBackend CreateWithGemm(GemmKernel gemm, int maxTiledGemmSide)
-    {
-        var device = OpenClDevices.Default();
-        return OpenClBackend.Create(device.PlatformIndex, device.DeviceIndex, gemm, maxTiledGemmSide);
-    }
-
-    private static GuardedTwin WithGemm(string gemm) => new(GemmBackends[gemm].Value);
-
-    public static TheoryData<int> Lengths() => [0, 1, 7, 17, 33, 129, 1000, 65_537];
+    public static IEnumerable<object?[]> Lengths() => Styled([0], [1], [7], [17], [33], [129], [1000], [65_537]);
 
     // (N, C, O): every size of the sweep appears in each position, plus empty dimensions.
-    public static TheoryData<string, int, int, int> MatmulShapes()
-    {
-        (int, int, int)[] shapes =
-        [
-            (0, 7, 17), (7, 0, 17), (7, 17, 0), (1, 1, 1), (7, 17, 33), (17, 33, 7), (33, 129, 17),
-            (129, 7, 33), (1, 129, 129), (129, 129, 1), (129, 33, 129), (65, 70, 66), (12, 16, 64),
-        ];
-        var data = new TheoryData<string, int, int, int>();
-        foreach (var gemm in GemmNames)
-        {
-            foreach (var (n, c, o) in shapes) data.Add(gemm, n, c, o);
-        }
-        return data;
-    }
+    public static IEnumerable<object?[]> MatmulShapes() => Styled(
+        [0, 7, 17], [7, 0, 17], [7, 17, 0], [1, 1, 1], [7, 17, 33], [17, 33, 7], [33, 129, 17],
+        [129, 7, 33], [1, 129, 129], [129, 129, 1], [129, 33, 129], [65, 70, 66], [12, 16, 64]);
 
     // (N, C, O, r, index set or null).
-    public static TheoryData<string, int, int, int, int, int[]?> LowRankShapes()
-    {
-        (int, int, int, int, int[]?)[] shapes =
-        [
-            (7, 17, 33, 4, null), (17, 33, 7, 7, [5, 0, 3]), (1, 1, 1, 1, [0]), (33, 129, 17, 17, [16, 2, 9, 11, 0, 4, 8, 1, 13]),
-            (129, 7, 33, 1, null), (0, 7, 17, 3, [2]), (7, 17, 33, 5, []), (33, 17, 129, 8, [7, 6, 5, 4, 3, 2, 1, 0]),
-        ];
-        var data = new TheoryData<string, int, int, int, int, int[]?>();
-        foreach (var gemm in GemmNames)
-        {
-            foreach (var (n, c, o, rank, indices) in shapes) data.Add(gemm, n, c, o, rank, indices);
-        }
-        return data;
-    }
+    public static IEnumerable<object?[]> LowRankShapes() => Styled(
+        [7, 17, 33, 4, null], [17, 33, 7, 7, new[] { 5, 0, 3 }], [1, 1, 1, 1, new[] { 0 }],
+        [33, 129, 17, 17, new[] { 16, 2, 9, 11, 0, 4, 8, 1, 13 }], [129, 7, 33, 1, null], [0, 7, 17, 3, new[] { 2 }],
+        [7, 17, 33, 5, Array.Empty<int>()], [33, 17, 129, 8, new[] { 7, 6, 5, 4, 3, 2, 1, 0 }]);
+
+    // (c, o, r, index set).
+    public static IEnumerable<object?[]> SketchShapes() => Styled(
+        [17, 33, 7, new[] { 5, 0, 3 }], [1, 1, 1, new[] { 0 }], [129, 7, 17, new[] { 16, 2, 9, 11, 0, 4, 8, 1, 13 }],
+        [7, 0, 4, Array.Empty<int>()], [0, 17, 4, new[] { 3, 1 }]);
+
+    // (O, C, R).
+    public static IEnumerable<object?[]> StackedShapes() => Styled([7, 17, 33], [33, 129, 7], [1, 1, 1], [17, 7, 0], [129, 33, 17]);
+
+    // (N, C).
+    public static IEnumerable<object?[]> RowShapes() => Styled([0, 7], [1, 1], [7, 17], [17, 33], [33, 129], [5, 768], [3, 1029]);
+
+    // (B, T, C, NH).
+    public static IEnumerable<object?[]> AttentionShapes() => Styled(
+        [1, 1, 4, 1], [2, 7, 12, 3], [1, 17, 8, 2], [2, 33, 16, 4], [1, 129, 8, 1], [2, 40, 128, 2], [0, 7, 4, 2], [3, 0, 4, 2]);
+
+    // (B, T, C, V, distinct token ids): few, with many repeats (the backward pass must add every
+    // occurrence), or many (nearly one group per row).
+    public static IEnumerable<object?[]> EmbeddingShapes() => Styled(
+        [1, 1, 1, 1, 1], [2, 7, 17, 5, 4], [3, 17, 33, 257, 4], [3, 17, 33, 257, 257], [2, 33, 7, 1000, 1000], [1, 129, 7, 3, 3], [0, 4, 7, 5, 4]);
+
+    // (N, V).
+    public static IEnumerable<object?[]> CrossEntropyShapes() => Styled([1, 1], [7, 17], [17, 257], [33, 129], [3, 1029], [0, 7]);
+
+    // (sources, length).
+    public static IEnumerable<object?[]> WeightedSumShapes() => Styled([0, 33], [1, 7], [8, 129], [9, 17], [17, 1000], [3, 0]);
 
     [OpenClTheory, MemberData(nameof(MatmulShapes))]
-    public void MatmulForward_OddShapes_MatchesReference(string gemm, int n, int c, int o)
+    public void MatmulForward_OddShapes_MatchesReference(string style, int n, int c, int o)
     {
-        using var g = WithGemm(gemm);
+        using var g = On(style);
         var x = g.Random(n * c);
         var w = g.Random(o * c);
         var bias = g.Random(o);
@@ -85,9 +74,9 @@ public class OpenClOpsTests
     }
 
     [OpenClTheory, MemberData(nameof(MatmulShapes))]
-    public void MatmulBackward_OddShapes_AccumulatesLikeReference(string gemm, int n, int c, int o)
+    public void MatmulBackward_OddShapes_AccumulatesLikeReference(string style, int n, int c, int o)
     {
-        using var g = WithGemm(gemm);
+        using var g = On(style);
         var dy = g.Random(n * o);
         var x = g.Random(n * c);
         var w = g.Random(o * c);
@@ -107,9 +96,9 @@ public class OpenClOpsTests
     }
 
     [OpenClTheory, MemberData(nameof(LowRankShapes))]
-    public void LowRankMatmulForward_OddShapes_MatchesReference(string gemm, int n, int c, int o, int rank, int[]? indices)
+    public void LowRankMatmulForward_OddShapes_MatchesReference(string style, int n, int c, int o, int rank, int[]? indices)
     {
-        using var g = WithGemm(gemm);
+        using var g = On(style);
         var k = indices?.Length ?? rank;
         var x = g.Random(n * c);
         var w = g.Random(o * c);
@@ -124,9 +113,9 @@ public class OpenClOpsTests
     }
 
     [OpenClTheory, MemberData(nameof(LowRankShapes))]
-    public void LowRankMatmulBackward_OddShapes_AccumulatesLikeReference(string gemm, int n, int c, int o, int rank, int[]? indices)
+    public void LowRankMatmulBackward_OddShapes_AccumulatesLikeReference(string style, int n, int c, int o, int rank, int[]? indices)
     {
-        using var g = WithGemm(gemm);
+        using var g = On(style);
         var k = indices?.Length ?? rank;
         var dy = g.Random(n * o);
         var x = g.Random(n * c);
@@ -157,15 +146,10 @@ public class OpenClOpsTests
         g.AssertClose(dblOnly, MatmulTolerance, MatmulTolerance, "B grad alone");
     }
 
-    [OpenClTheory]
-    [InlineData(17, 33, 7, new[] { 5, 0, 3 })]
-    [InlineData(1, 1, 1, new[] { 0 })]
-    [InlineData(129, 7, 17, new[] { 16, 2, 9, 11, 0, 4, 8, 1, 13 })]
-    [InlineData(7, 0, 4, new int[0])]
-    [InlineData(0, 17, 4, new[] { 3, 1 })]
-    public void MaskedSketchUpdate_IndexSets_MatchReference(int c, int o, int rank, int[] indices)
+    [OpenClTheory, MemberData(nameof(SketchShapes))]
+    public void MaskedSketchUpdate_IndexSets_MatchReference(string style, int c, int o, int rank, int[] indices)
     {
-        using var g = new GuardedTwin();
+        using var g = On(style);
         var k = indices.Length;
         var subA = g.Random(k * c);
         var subB = g.Random(o * k);
@@ -176,21 +160,10 @@ public class OpenClOpsTests
         g.AssertClose(bl, ElementTolerance, ElementTolerance, "B");
     }
 
-    [OpenClTheory]
-    [InlineData("tiled", 7, 17, 33)]
-    [InlineData("tiled", 33, 129, 7)]
-    [InlineData("tiled", 1, 1, 1)]
-    [InlineData("tiled", 17, 7, 0)]
-    [InlineData("tiled", 129, 33, 17)]
-    [InlineData("vector", 7, 17, 33)]
-    [InlineData("vector", 33, 129, 7)]
-    [InlineData("vector", 1, 1, 1)]
-    [InlineData("vector", 17, 7, 0)]
-    [InlineData("vector", 129, 33, 17)]
-    [InlineData("tiled-4", 33, 129, 7)]
-    public void StackedAggregation_OddShapes_MatchesReference(string gemm, int o, int c, int stackedRank)
+    [OpenClTheory, MemberData(nameof(StackedShapes))]
+    public void StackedAggregation_OddShapes_MatchesReference(string style, int o, int c, int stackedRank)
     {
-        using var g = WithGemm(gemm);
+        using var g = On(style);
         var stackedB = g.Random(o * stackedRank);
         var stackedA = g.Random(stackedRank * c);
         var weights = g.Twin.RandomValues(stackedRank, 2f);
@@ -199,17 +172,10 @@ public class OpenClOpsTests
         g.AssertClose(w, MatmulTolerance, MatmulTolerance, "aggregated weight");
     }
 
-    [OpenClTheory]
-    [InlineData(0, 7)]
-    [InlineData(1, 1)]
-    [InlineData(7, 17)]
-    [InlineData(17, 33)]
-    [InlineData(33, 129)]
-    [InlineData(5, 768)]
-    [InlineData(3, 1029)]
-    public void LayerNorm_ForwardAndBackward_MatchReference(int n, int c)
+    [OpenClTheory, MemberData(nameof(RowShapes))]
+    public void LayerNorm_ForwardAndBackward_MatchReference(string style, int n, int c)
     {
-        using var g = new GuardedTwin();
+        using var g = On(style);
         var x = g.Random(n * c, 3f);
         var weight = g.Random(c);
         var bias = g.Random(c);
@@ -237,9 +203,9 @@ public class OpenClOpsTests
     }
 
     [OpenClTheory, MemberData(nameof(Lengths))]
-    public void GeluAndResidual_ForwardAndBackward_MatchReference(int length)
+    public void GeluAndResidual_ForwardAndBackward_MatchReference(string style, int length)
     {
-        using var g = new GuardedTwin();
+        using var g = On(style);
         var x = g.Random(length, 4f);
         var y = g.Random(length);
         var dy = g.Random(length);
@@ -262,22 +228,10 @@ public class OpenClOpsTests
         g.AssertClose(dothers, ElementTolerance, ElementTolerance, "residual grad b");
     }
 
-    public static TheoryData<string, int, int, int, int> AttentionShapes()
-    {
-        (int, int, int, int)[] shapes = [(1, 1, 4, 1), (2, 7, 12, 3), (1, 17, 8, 2), (2, 33, 16, 4), (1, 129, 8, 1), (2, 40, 128, 2), (0, 7, 4, 2), (3, 0, 4, 2)];
-        var data = new TheoryData<string, int, int, int, int>();
-        foreach (var gemm in GemmNames)
-        {
-            foreach (var (b, t, c, heads) in shapes) data.Add(gemm, b, t, c, heads);
-        }
-        return data;
-    }
-
-    // Attention's per-head products are batched GEMMs: every GEMM kernel runs them.
     [OpenClTheory, MemberData(nameof(AttentionShapes))]
-    public void Attention_ForwardAndBackward_MatchReference(string gemm, int b, int t, int c, int heads)
+    public void Attention_ForwardAndBackward_MatchReference(string style, int b, int t, int c, int heads)
     {
-        using var g = WithGemm(gemm);
+        using var g = On(style);
         var qkv = g.Random(b * t * 3 * c, 2f);
         var att = g.Random(b * heads * t * t);
         var y = g.Random(b * t * c);
@@ -293,19 +247,10 @@ public class OpenClOpsTests
         g.AssertClose(dqkv, MatmulTolerance, MatmulTolerance, "qkv grad");
     }
 
-    // distinct: how many token ids occur. Few, with many repeats: the backward pass must add every
-    // occurrence; many: nearly one group per row.
-    [OpenClTheory]
-    [InlineData(1, 1, 1, 1, 1)]
-    [InlineData(2, 7, 17, 5, 4)]
-    [InlineData(3, 17, 33, 257, 4)]
-    [InlineData(3, 17, 33, 257, 257)]
-    [InlineData(2, 33, 7, 1000, 1000)]
-    [InlineData(1, 129, 7, 3, 3)]
-    [InlineData(0, 4, 7, 5, 4)]
-    public void Embedding_ForwardAndBackward_MatchReference(int b, int t, int c, int vocab, int distinct)
+    [OpenClTheory, MemberData(nameof(EmbeddingShapes))]
+    public void Embedding_ForwardAndBackward_MatchReference(string style, int b, int t, int c, int vocab, int distinct)
     {
-        using var g = new GuardedTwin();
+        using var g = On(style);
         var tokens = Enumerable.Range(0, b * t).Select(i => g.Twin.Rng.Next(distinct) * (vocab / distinct)).ToArray();
         var wte = g.Random(vocab * c);
         var wpe = g.Random((t + 2) * c);
@@ -326,16 +271,10 @@ public class OpenClOpsTests
         g.AssertClose(dwteOnly, ElementTolerance, ElementTolerance, "token table grad alone");
     }
 
-    [OpenClTheory]
-    [InlineData(1, 1)]
-    [InlineData(7, 17)]
-    [InlineData(17, 257)]
-    [InlineData(33, 129)]
-    [InlineData(3, 1029)]
-    [InlineData(0, 7)]
-    public void CrossEntropy_ForwardAndBackward_MatchReference(int n, int vocab)
+    [OpenClTheory, MemberData(nameof(CrossEntropyShapes))]
+    public void CrossEntropy_ForwardAndBackward_MatchReference(string style, int n, int vocab)
     {
-        using var g = new GuardedTwin();
+        using var g = On(style);
         var targets = Enumerable.Range(0, n).Select(i => i % 5 == 3 ? -1 : g.Twin.Rng.Next(vocab)).ToArray();
         var logits = g.Random(n * vocab, 8f);
         var probs = g.Random(n * vocab);
@@ -352,9 +291,9 @@ public class OpenClOpsTests
     }
 
     [OpenClTheory, MemberData(nameof(Lengths))]
-    public void Optimizers_WithAndWithoutMask_MatchReference(int length)
+    public void Optimizers_WithAndWithoutMask_MatchReference(string style, int length)
     {
-        using var g = new GuardedTwin();
+        using var g = On(style);
         var grads = g.Random(length);
         var mask = g.Tensor(Enumerable.Range(0, length).Select(i => i % 3 == 1 ? 0f : 1f).ToArray());
         var p1 = g.Random(length);
@@ -384,9 +323,9 @@ public class OpenClOpsTests
     }
 
     [OpenClTheory, MemberData(nameof(Lengths))]
-    public void VectorOps_OffsetViews_MatchReference(int length)
+    public void VectorOps_OffsetViews_MatchReference(string style, int length)
     {
-        using var g = new GuardedTwin();
+        using var g = On(style);
         var x = g.Random(length);
         var y = g.Random(length);
         var z = g.Random(length);
@@ -406,16 +345,10 @@ public class OpenClOpsTests
         Assert.True(Math.Abs(expected - actual) <= 1e-9 + 1e-6 * expected, $"sum of squares {actual}, expected {expected}");
     }
 
-    [OpenClTheory]
-    [InlineData(0, 33)]
-    [InlineData(1, 7)]
-    [InlineData(8, 129)]
-    [InlineData(9, 17)]
-    [InlineData(17, 1000)]
-    [InlineData(3, 0)]
-    public void WeightedSum_AnySourceCount_MatchesReference(int sources, int length)
+    [OpenClTheory, MemberData(nameof(WeightedSumShapes))]
+    public void WeightedSum_AnySourceCount_MatchesReference(string style, int sources, int length)
     {
-        using var g = new GuardedTwin();
+        using var g = On(style);
         var xs = Enumerable.Range(0, sources).Select(_ => g.Random(length)).ToArray();
         var weights = g.Twin.RandomValues(sources);
         var y = g.Random(length);

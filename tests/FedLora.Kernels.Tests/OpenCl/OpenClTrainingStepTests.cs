@@ -13,10 +13,12 @@ public class OpenClTrainingStepTests
     private static readonly int[] RankIndices = [3, 1];
     private const float LoraScale = 2f;
 
-    [OpenClFact]
-    public void TinyGptStep_OneBlockWithLora_MatchesReference()
+    [OpenClTheory, MemberData(nameof(OpenClStyles.All), MemberType = typeof(OpenClStyles))]
+    public void TinyGptStep_OneBlockWithLora_MatchesReference(string style)
     {
-        using var twin = new Twin("opencl", seed: 99);
+        using var guarded = new GuardedTwin(OpenClStyles.Get(style), seed: 99);
+        var twin = guarded.Twin;
+        var device = guarded.Device;
         var parameters = new Layout();
         var wte = parameters.Add(V * C);
         var wpe = parameters.Add(T * C);
@@ -77,7 +79,7 @@ public class OpenClTrainingStepTests
         var targets = Enumerable.Range(0, n).Select(i => i % 4 == 2 ? -1 : twin.Rng.Next(V)).ToArray();
         var counted = targets.Count(t => t >= 0);
 
-        var sides = new[] { twin.Reference, twin.Device }.Select(backend =>
+        var sides = new[] { twin.Reference, device }.Select(backend =>
         {
             var p = backend.Allocate(parameters.Length);
             backend.Upload(initial, p);
@@ -133,11 +135,11 @@ public class OpenClTrainingStepTests
             backend.AdamW(new AdamWSettings(LearningRate: 1e-2f, WeightDecay: 0.01f), 1, gb, keep, pb, mb, vb);
         }
 
-        var (reference, device) = (sides[0], sides[1]);
-        Twin.AssertClose(reference.Backend.ToArray(reference.Acts), device.Backend.ToArray(device.Acts), 1e-4f, 1e-3f, "activations");
-        Twin.AssertClose(reference.Backend.ToArray(reference.Dacts), device.Backend.ToArray(device.Dacts), 1e-4f, 1e-3f, "activation gradients");
-        Twin.AssertClose(reference.Backend.ToArray(reference.Grads), device.Backend.ToArray(device.Grads), 1e-4f, 1e-3f, "parameter gradients");
-        Twin.AssertClose(reference.Backend.ToArray(reference.Params), device.Backend.ToArray(device.Params), 1e-5f, 1e-4f, "parameters after AdamW");
+        var (reference, opencl) = (sides[0], sides[1]);
+        Twin.AssertClose(reference.Backend.ToArray(reference.Acts), opencl.Backend.ToArray(opencl.Acts), 1e-4f, 1e-3f, $"{style}: activations");
+        Twin.AssertClose(reference.Backend.ToArray(reference.Dacts), opencl.Backend.ToArray(opencl.Dacts), 1e-4f, 1e-3f, $"{style}: activation gradients");
+        Twin.AssertClose(reference.Backend.ToArray(reference.Grads), opencl.Backend.ToArray(opencl.Grads), 1e-4f, 1e-3f, $"{style}: parameter gradients");
+        Twin.AssertClose(reference.Backend.ToArray(reference.Params), opencl.Backend.ToArray(opencl.Params), 1e-5f, 1e-4f, $"{style}: parameters after AdamW");
         Assert.True(Math.Abs(norms[0] - norms[1]) <= 1e-4 * norms[0], $"gradient norm^2 {norms[1]}, expected {norms[0]}");
         // The step must have moved the adapter (a vacuous comparison would pass too).
         var moved = reference.Backend.ToArray(reference.Params.View(loraA.Offset, loraA.Length));
