@@ -28,6 +28,9 @@ public sealed partial class OpenClBackend
     /// <summary>Rows of C per work-item in the CPU GEMM (with 2 vectors of columns: the 6x32 micro-kernel at 16 lanes).</summary>
     private const int VectorGemmRows = 6;
 
+    /// <summary>Rows of B one work-item of stage_b copies (STAGE_ROWS in Matmul.cl).</summary>
+    private const int StageRows = 16;
+
     /// <summary>Work-items per work-group (along C's rows) in the CPU GEMM.</summary>
     private const int VectorGemmGroup = 4;
 
@@ -243,8 +246,15 @@ public sealed partial class OpenClBackend
             // whole blocks, goes to the GEMM's own scratch (callers hold the float scratch), product after product.
             var size = k * paddedColumns;
             var staged = _gemmScratch.Reserve((long)size * products.Count);
-            RunBatched(kernels.StageB!, size, products.Count, k, n, paddedColumns, layout == GemmLayout.Nt ? 1 : 0, b, ldb,
-                KernelArg.Memory(staged, 0), products.Inner, products.BOuter, products.BInner);
+            var stage = kernels.StageB!;
+            var stageGroup = (nuint)stage.PowerOfTwoGroup(64);
+            var ranges = stackalloc nuint[] { ((nuint)paddedColumns + stageGroup - 1) / stageGroup * stageGroup, ((nuint)k + StageRows - 1) / StageRows, (nuint)products.Count };
+            var groups = stackalloc nuint[] { stageGroup, 1, 1 };
+            if (k > 0)
+            {
+                Enqueue(stage, 3, ranges, groups, [k, n, paddedColumns, layout == GemmLayout.Nt ? 1 : 0, b, ldb,
+                    KernelArg.Memory(staged, 0), products.Inner, products.BOuter, products.BInner]);
+            }
             b = KernelArg.Memory(staged, 0);
             ldb = paddedColumns;
             (bOuter, bInner) = (products.Inner * size, size);

@@ -207,16 +207,6 @@ public sealed partial class OpenClBackend : Backend
         Enqueue(kernel, 1, &global, &local, args);
     }
 
-    /// <summary>Element-wise launch repeated over <paramref name="batches"/> in dimension 1 (the kernel reads get_global_id(1)).</summary>
-    private unsafe void RunBatched(OpenClKernel kernel, int count, int batches, params ReadOnlySpan<KernelArg> args)
-    {
-        if (count <= 0 || batches <= 0) return;
-        var group = (nuint)kernel.PowerOfTwoGroup(GroupCap);
-        var global = stackalloc nuint[] { ((nuint)count + group - 1) / group * group, (nuint)batches };
-        var local = stackalloc nuint[] { group, 1 };
-        Enqueue(kernel, 2, global, local, args);
-    }
-
     /// <summary>One work-group of <paramref name="groupSize"/> work-items per row, for kernels that reduce a row in local memory.</summary>
     private unsafe void RunGroups(OpenClKernel kernel, int groups, int groupSize, params ReadOnlySpan<KernelArg> args)
     {

@@ -66,18 +66,34 @@ __kernel void scale_rows(const int rows, const int c, __global const float* w, c
 
 // dst (K, Np) = B (K,N) with zero columns appended up to Np, where B(k,n) = src[n lds + k] when
 // transpose is set (B stored (N,K)) and src[k lds + n] otherwise: the B operand of the CPU GEMM
-// (MatmulGemmVector.cl), which reads whole vectors of B's rows. One work-item per element of dst;
-// dimension 1 is the batch: product z reads src from (z / batchInner) outer + (z % batchInner) inner
-// further and writes dst from z K Np further.
+// (MatmulGemmVector.cl), which reads whole vectors of B's rows. Work-item (col, block, z) writes
+// column col of rows [16 block, 16 block + 16): its reads of a transposed B are one contiguous run,
+// and consecutive work-items write consecutive addresses. Dimension 2 is the batch: product z reads
+// src from (z / batchInner) outer + (z % batchInner) inner further and writes dst from z K Np further.
+#define STAGE_ROWS 16
 __kernel void stage_b(const int k, const int n, const int np, const int transpose,
                       __global const float* src, const int so, const int lds, __global float* dst, const int dsto,
                       const int batchInner, const int outer, const int inner)
 {
-    const int index = get_global_id(0);
-    if (index >= k * np) return;
-    const int z = get_global_id(1);
-    const int row = index / np;
-    const int col = index % np;
+    const int col = get_global_id(0);
+    if (col >= np) return;
+    const int row0 = get_global_id(1) * STAGE_ROWS;
+    const int rows = min(STAGE_ROWS, k - row0);
+    const int z = get_global_id(2);
     __global const float* s = src + so + (z / batchInner) * outer + (z % batchInner) * inner;
-    dst[dsto + z * k * np + index] = col >= n ? 0.0f : transpose ? s[col * lds + row] : s[row * lds + col];
+    __global float* d = dst + dsto + z * k * np + row0 * np + col;
+    if (col >= n)
+    {
+        for (int r = 0; r < rows; r++) d[r * np] = 0.0f;
+    }
+    else if (transpose)
+    {
+        __global const float* from = s + col * lds + row0;
+        for (int r = 0; r < rows; r++) d[r * np] = from[r];
+    }
+    else
+    {
+        __global const float* from = s + row0 * lds + col;
+        for (int r = 0; r < rows; r++) d[r * np] = from[r * lds];
+    }
 }
