@@ -46,6 +46,10 @@ internal readonly struct KernelArg
     /// <summary>A <c>__local</c> array of <paramref name="bytes"/> bytes.</summary>
     public static KernelArg Local(int bytes) => new(Kind.Local, bytes, 0, 0);
 
+    /// <summary>The same view <paramref name="floats"/> further into its buffer (a view argument only).</summary>
+    public KernelArg Advance(int floats) =>
+        _kind == Kind.View ? new(Kind.View, _int + floats, 0, _memory) : throw new InvalidOperationException("only a view argument has an offset");
+
     /// <summary>Sets this argument at <paramref name="index"/> and returns the index of the next one.</summary>
     public unsafe uint Set(OpenClKernel kernel, uint index)
     {

@@ -18,10 +18,12 @@ public class OpenClOpsTests
 
     public static IEnumerable<object?[]> Lengths() => Styled([0], [1], [7], [17], [33], [129], [1000], [65_537]);
 
-    // (N, C, O): every size of the sweep appears in each position, plus empty dimensions.
+    // (N, C, O): every size of the sweep appears in each position, plus empty dimensions, and each of
+    // the three products with K > 256 (the CPU GEMM's K-slabs: forward K = C, dinp K = O, dW K = N).
     public static IEnumerable<object?[]> MatmulShapes() => Styled(
         [0, 7, 17], [7, 0, 17], [7, 17, 0], [1, 1, 1], [7, 17, 33], [17, 33, 7], [33, 129, 17],
-        [129, 7, 33], [1, 129, 129], [129, 129, 1], [129, 33, 129], [65, 70, 66], [12, 16, 64]);
+        [129, 7, 33], [1, 129, 129], [129, 129, 1], [129, 33, 129], [65, 70, 66], [12, 16, 64],
+        [19, 600, 35], [13, 9, 530], [530, 7, 9]);
 
     // (N, C, O, r, index set or null).
     public static IEnumerable<object?[]> LowRankShapes() => Styled(
