@@ -208,7 +208,11 @@ public class OpenClOpsTests
     public void GeluAndResidual_ForwardAndBackward_MatchReference(string style, int length)
     {
         using var g = On(style);
-        var x = g.Random(length, 4f);
+        // The tails (u << 0, where 1 + tanh(u) cancels in float, and saturation) end the sweep.
+        var values = g.Twin.RandomValues(length, 5f);
+        float[] specials = [0f, -5f, -4.6f, 9.5f, -9.5f, 40f, -40f, 1e-20f];
+        for (var i = 0; i < Math.Min(length, specials.Length); i++) values[length - 1 - i] = specials[i];
+        var x = g.Tensor(values);
         var y = g.Random(length);
         var dy = g.Random(length);
         var dx = g.Random(length);
@@ -223,8 +227,8 @@ public class OpenClOpsTests
             b.ResidualForward(v(x), v(other), v(sum));
             b.ResidualBackward(v(dy), v(da), v(dothers));
         });
-        g.AssertClose(y, ElementTolerance, ElementTolerance, "gelu");
-        g.AssertClose(dx, ElementTolerance, ElementTolerance, "gelu grad");
+        g.AssertClose(y, 1e-7f, 2e-6f, "gelu");
+        g.AssertClose(dx, 1e-6f, 2e-6f, "gelu grad");
         g.AssertClose(sum, ElementTolerance, ElementTolerance, "residual");
         g.AssertClose(da, ElementTolerance, ElementTolerance, "residual grad a");
         g.AssertClose(dothers, ElementTolerance, ElementTolerance, "residual grad b");
