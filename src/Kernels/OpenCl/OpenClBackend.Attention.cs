@@ -21,7 +21,6 @@ public sealed partial class OpenClBackend
         lock (_gate)
         {
             var kernels = Attention;
-            _ = Matmul;
             var hs = c / heads;
             var (q, k, v) = HeadViews(input, c);
             // Per head (b, h): Q, K, V start at b T 3C + h hs; att at (b NH + h) T T; y at b T C + h hs.
@@ -42,7 +41,6 @@ public sealed partial class OpenClBackend
         lock (_gate)
         {
             var kernels = Attention;
-            _ = Matmul;
             var hs = c / heads;
             var (q, k, v) = HeadViews(input, c);
             var (dq, dk, dv) = HeadViews(inputGrad, c);

@@ -2,12 +2,12 @@ using System.Globalization;
 
 namespace FedLora.Kernels.OpenCl;
 
-// Matmul, low-rank (LoRA) matmul, masked sketch update and stacked aggregation (Matmul.cl and the
-// tiled GEMM template MatmulGemm.cl). Every product is one of three dense GEMM layouts:
+// Matmul, low-rank (LoRA) matmul, masked sketch update and stacked aggregation (Matmul.cl, and the
+// GEMM templates MatmulGemm.cl for GPUs and MatmulGemmVector.cl for CPU devices). Every product is one of three dense GEMM layouts:
 //   gemm_nt  C = A B^T   A (M,K), B stored (N,K)   forward: inp W^T, inp A_I^T, t B_I^T
 //   gemm_nn  C = A B     A (M,K), B stored (K,N)   dinp = dout W, u = dout B_I, dinp += u A_I, W += B_stack A_stack
 //   gemm_tn  C = A^T B   A stored (K,M), B (K,N)   dW = dout^T inp, dB_I = dout^T t, dA_I = u^T inp
-// On CPU devices the GEMM is a register-blocked vector kernel instead (MatmulGemmVector.cl, GemmKernel).
+// On CPU devices the GEMM is a register-blocked vector kernel instead (GemmKernel.Vector).
 // A rank-index set I is reduced to dense operands by gathering A_I (k,C) and B_I (O,k) into scratch,
 // and gradients for I are computed densely and scattered back (scatter_add_rows / _columns).
 //
@@ -22,8 +22,6 @@ public sealed partial class OpenClBackend
 
     private const int GemmBias = 1;
     private const int GemmAccumulate = 2;
-
-    private MatmulKernels Matmul => _matmul ??= BuildMatmul();
 
     /// <summary>Rows of C per work-item in the CPU GEMM (with 2 vectors of columns: the 6x32 micro-kernel at 16 lanes).</summary>
     private const int VectorGemmRows = 6;
@@ -43,6 +41,9 @@ public sealed partial class OpenClBackend
 
     private MatmulKernels? _matmul;
 
+    /// <summary>The Matmul family's kernels, built on first use (every GEMM goes through here).</summary>
+    private MatmulKernels Matmul => _matmul ??= BuildMatmul();
+
     private string GemmDescription
     {
         get
@@ -60,16 +61,12 @@ public sealed partial class OpenClBackend
     }
 
     /// <summary>The CPU GEMM's vector width: the device's preferred float width, as 4, 8 or 16.</summary>
-    private int VectorWidth => Math.Clamp(_preferredFloatWidth >= 16 ? 16 : _preferredFloatWidth >= 8 ? 8 : 4, 4, 16);
+    private int VectorWidth => _preferredFloatWidth >= 16 ? 16 : _preferredFloatWidth >= 8 ? 8 : 4;
 
     /// <inheritdoc/>
     protected override void MatmulForwardCore(int n, int c, int o, BufferView input, BufferView weight, BufferView? bias, BufferView output)
     {
-        lock (_gate)
-        {
-            var kernels = Matmul;
-            Gemm(GemmLayout.Nt, n, o, c, 1f, input, c, weight, c, output, o, Optional(bias), bias is null ? 0 : GemmBias);
-        }
+        lock (_gate) Gemm(GemmLayout.Nt, n, o, c, 1f, input, c, weight, c, output, o, Optional(bias), bias is null ? 0 : GemmBias);
     }
 
     /// <inheritdoc/>
@@ -232,7 +229,7 @@ public sealed partial class OpenClBackend
     {
         var products = batch ?? GemmBatch.One;
         if (m == 0 || n == 0 || products.Count == 0) return;
-        var kernels = _matmul!;
+        var kernels = Matmul;
         if (kernels.Variant == GemmKernel.Tiled)
         {
             var kernel = layout switch { GemmLayout.Nt => kernels.Nt!, GemmLayout.Nn => kernels.Nn!, _ => kernels.Tn! };
