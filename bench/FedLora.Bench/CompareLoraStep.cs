@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
-using FedLora.Kernels.Cpu;
 using FedLora.Kernels;
+using FedLora.Kernels.Cpu;
 using FedLora.Model;
 using FedLora.Model.Training;
 

@@ -49,9 +49,9 @@ internal static class CommonOptions
         {
             return Backends.Create(spec);
         }
-        catch (ArgumentException e)
+        catch (Exception e) when (e is ArgumentException or Kernels.OpenCl.OpenClException)
         {
-            throw new UsageException($"--device: {e.Message}");
+            throw new UsageException($"--device {spec}: {e.Message}");
         }
     }
 

@@ -1,5 +1,7 @@
 using FedLora.Kernels.Cpu;
+using FedLora.Kernels.OpenCl;
 using FedLora.Kernels.Reference;
+using FedLora.Kernels.Tests.OpenCl;
 
 namespace FedLora.Kernels.Tests;
 
@@ -12,7 +14,9 @@ public static class TestBackends
     private static readonly Dictionary<string, Backend> Cache = [];
 
     /// <summary>Names of the backends under test on this machine.</summary>
-    public static IReadOnlyList<string> Names { get; } = ["cpu"];
+    /// <remarks>"opencl" joins when an OpenCL device exists, and always when FEDLORA_REQUIRE_OPENCL=1 (CI),
+    /// so that a missing runtime fails its conformance tests instead of skipping them.</remarks>
+    public static IReadOnlyList<string> Names { get; } = OpenClTestEnvironment.ShouldRun ? ["cpu", "opencl"] : ["cpu"];
 
     /// <summary>One shared instance per backend name (backends are thread-safe for separate buffers).</summary>
     public static Backend Get(string name)
@@ -25,6 +29,7 @@ public static class TestBackends
                 {
                     "cpu" => new CpuBackend(),
                     "reference" => new ReferenceBackend(),
+                    "opencl" => OpenClBackend.Create(),
                     _ => throw new ArgumentException($"unknown backend '{name}'", nameof(name)),
                 };
                 Cache[name] = backend;
