@@ -55,9 +55,9 @@ internal sealed class FederatedOptions
         DefaultValueFactory = _ => "all",
     };
 
-    public Option<int> Rounds { get; } = CommonOptions.Positive("--rounds", "Federated rounds", 10);
+    public Option<int> Rounds { get; } = CommonOptions.Positive("--rounds", "Federated rounds", 20);
     public Option<int> ClientsPerRound { get; } = CommonOptions.Positive("--clients-per-round", "Clients sampled each round (M)", 5);
-    public Option<int> LocalSteps { get; } = CommonOptions.Positive("--local-steps", "AdamW steps each sampled client takes per round", 8);
+    public Option<int> LocalSteps { get; } = CommonOptions.Positive("--local-steps", "AdamW steps each sampled client takes per round", 10);
     public Option<int> Batch { get; } = CommonOptions.Positive("--batch", "Examples per local step", 8);
     public Option<int> Context { get; } = CommonOptions.Positive("--context", "Tokens per example window (<= the model's context)", 128);
     public Option<float> LearningRate { get; } = CommonOptions.Positive("--lr", "Clients' AdamW learning rate", 2e-3f);

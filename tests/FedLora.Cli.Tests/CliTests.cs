@@ -1,0 +1,121 @@
+using System.Diagnostics;
+
+namespace FedLora.Cli.Tests;
+
+/// <summary>
+/// The fedlora command as a user runs it (a child process from the repository root): bad input fails
+/// before any work with a message that says what to change, and small real runs write their results.
+/// </summary>
+public sealed class CliTests : IDisposable
+{
+    private readonly string _scratch = Directory.CreateTempSubdirectory("fedlora-cli-").FullName;
+
+    public void Dispose() => Directory.Delete(_scratch, recursive: true);
+
+    private static string RepositoryRoot()
+    {
+        for (var directory = new DirectoryInfo(AppContext.BaseDirectory); directory is not null; directory = directory.Parent)
+        {
+            if (File.Exists(Path.Combine(directory.FullName, "FedLora.sln"))) return directory.FullName;
+        }
+        throw new DirectoryNotFoundException($"no FedLora.sln above {AppContext.BaseDirectory}");
+    }
+
+    private static (int ExitCode, string Output) Fedlora(params string[] args)
+    {
+        var start = new ProcessStartInfo("dotnet") { WorkingDirectory = RepositoryRoot(), RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "fedlora.dll"));
+        foreach (var arg in args) start.ArgumentList.Add(arg);
+        start.Environment["COLUMNS"] = "200";
+        using var process = Process.Start(start)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(TimeSpan.FromMinutes(5)))
+        {
+            process.Kill(entireProcessTree: true);
+            Assert.Fail($"fedlora {string.Join(' ', args)} did not finish in 5 minutes");
+        }
+        return (process.ExitCode, output.Result + error.Result);
+    }
+
+    private const string Tiny = "--rounds,1,--clients-per-round,2,--local-steps,1,--batch,2,--context,32";
+
+    [Theory]
+    [InlineData("simulate --method fedsgd", "'fedsgd' is unknown")]
+    [InlineData("simulate --ranks 4,4", "2 budgets but there are 10 clients")]
+    [InlineData("simulate --ranks 512,4,4,4,4,4,4,4,4,4", "exceeds")]
+    [InlineData("simulate --method fslora --ratios 1.5,1,1,1,1,1,1,1,1,1", "(0, 1]")]
+    [InlineData("simulate --clients-per-round 11", "exceeds the 10 clients")]
+    [InlineData("simulate --partition random", "not natural, iid or dirichlet")]
+    [InlineData("simulate --targets everything", "unknown layer 'everything'")]
+    [InlineData("simulate --device tpu", "unknown device 'tpu'")]
+    [InlineData("compare --methods fslora,nope", "unknown nope")]
+    [InlineData("pretrain --channels 100 --heads 3", "divide the channels")]
+    public void BadOption_FailsBeforeWork_WithAMessageNamingIt(string command, string message)
+    {
+        var (exitCode, output) = Fedlora(command.Split(' '));
+        Assert.NotEqual(0, exitCode);
+        Assert.Contains(message, output, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Simulate_MissingDataFolder_SaysWhereItLooked()
+    {
+        var missing = Path.Combine(_scratch, "nowhere");
+        var (exitCode, output) = Fedlora("simulate", "--data", missing);
+        Assert.Equal(2, exitCode);
+        Assert.Contains(missing, output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Simulate_MalformedClientFile_NamesTheFile()
+    {
+        var dolly = Directory.CreateDirectory(Path.Combine(_scratch, "data", "dolly15k-fedit-10")).FullName;
+        foreach (var file in Directory.GetFiles(Path.Combine(RepositoryRoot(), "data", "dolly15k-fedit-10")))
+        {
+            File.Copy(file, Path.Combine(dolly, Path.GetFileName(file)));
+        }
+        File.WriteAllText(Path.Combine(dolly, "local_training_3.json"), "[{\"instruction\": \"unterminated");
+        var (exitCode, output) = Fedlora("simulate", "--data", Path.Combine(_scratch, "data"));
+        Assert.NotEqual(0, exitCode);
+        Assert.Contains("local_training_3.json", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Simulate_TinyRun_WritesRoundsAndTheGlobalAdapter()
+    {
+        var output = Path.Combine(_scratch, "run");
+        var (exitCode, text) = Fedlora([.. "simulate --method flexlora".Split(' '), .. Tiny.Split(','), "--out", output]);
+        Assert.True(exitCode == 0, text);
+        var csv = File.ReadAllLines(Path.Combine(output, "rounds.csv"));
+        Assert.Equal(3, csv.Length);
+        Assert.StartsWith("method,round,loss_all,", csv[0], StringComparison.Ordinal);
+        Assert.True(File.Exists(Path.Combine(output, "results.json")));
+        Assert.True(File.Exists(Path.Combine(output, "adapter_model.safetensors")));
+    }
+
+    [Fact]
+    public void Compare_TwoMethods_WritesTableAndPlot()
+    {
+        var output = Path.Combine(_scratch, "compare");
+        var (exitCode, text) = Fedlora([.. "compare --methods fslora,flora".Split(' '), .. Tiny.Split(','), "--out", output]);
+        Assert.True(exitCode == 0, text);
+        Assert.Contains("final loss", text, StringComparison.Ordinal);
+        var svg = File.ReadAllText(Path.Combine(output, "heldout-loss.svg"));
+        Assert.Equal(2, svg.Split("<polyline").Length - 1);
+        Assert.Contains(">flora<", svg, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Generate_WithAFinetunedAdapter_PrintsText()
+    {
+        var adapter = Path.Combine(_scratch, "adapter.safetensors");
+        var (trained, trainText) = Fedlora("finetune", "--steps", "2", "--batch", "2", "--context", "32", "--rank", "4", "--out", adapter);
+        Assert.True(trained == 0, trainText);
+        var (exitCode, text) = Fedlora("generate", "--prompt", "What is a tree?", "--instruction", "--adapter", adapter, "--max-tokens", "20", "--temperature", "0");
+        Assert.True(exitCode == 0, text);
+        Assert.False(string.IsNullOrWhiteSpace(text));
+    }
+}
