@@ -505,6 +505,11 @@ public abstract class Backend : IDisposable
 public readonly record struct AdamWSettings(
     float LearningRate = 1e-3f, float Beta1 = 0.9f, float Beta2 = 0.999f, float Epsilon = 1e-8f, float WeightDecay = 0f)
 {
+    /// <summary>PyTorch's defaults (lr 1e-3, betas 0.9 and 0.999, eps 1e-8) with no weight decay; without it a struct would be all zeros.</summary>
+    public AdamWSettings() : this(1e-3f)
+    {
+    }
+
     internal void Validate()
     {
         if (!float.IsFinite(LearningRate) || LearningRate < 0) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "the learning rate must be finite and >= 0");
