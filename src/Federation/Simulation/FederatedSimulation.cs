@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using FedLora.Kernels;
 using FedLora.Lora;
 using FedLora.Model;
 using FedLora.Model.Data;
@@ -110,14 +109,14 @@ public sealed class FederatedSimulation
     public IReadOnlyList<RoundResult> Run(Action<int, int, StepReport>? onClientStep = null, Action<RoundResult>? onRound = null,
         CancellationToken cancellation = default)
     {
-        var random = new Random(_options.Seed);
-        var state = _strategy.Initialize(random);
+        var state = _strategy.Initialize(new Random(_options.Seed));
         InitialEvaluation = Evaluate(state);
         var results = new List<RoundResult>();
         for (var round = 0; round < _options.Rounds; round++)
         {
             cancellation.ThrowIfCancellationRequested();
             var watch = Stopwatch.StartNew();
+            var random = RoundRandom(_options.Seed, round);
             var sampled = Sample(random);
             var plan = _strategy.ConfigureRound(round, state, sampled, random);
             var updates = new List<ClientUpdate>();
@@ -135,7 +134,7 @@ public sealed class FederatedSimulation
             }
             var aggregation = _strategy.Aggregate(plan, state, updates);
             state = aggregation.State;
-            if (aggregation.BaseUpdate is { } baseUpdate) ApplyToBase(baseUpdate);
+            if (aggregation.BaseUpdate is { } baseUpdate) GlobalModel.MergeIntoBase(_model, baseUpdate);
             RecordLedger(round, plan, aggregation, uploads);
             var evaluation = Evaluate(state);
             watch.Stop();
@@ -151,19 +150,17 @@ public sealed class FederatedSimulation
     public IReadOnlyDictionary<string, double> Evaluate(GlobalState state)
     {
         ArgumentNullException.ThrowIfNull(state);
-        using var adapters = GlobalAdapters(state);
-        _model.Attach(adapters);
-        try
-        {
-            var losses = new Dictionary<string, double>();
-            foreach (var set in _evaluation) losses[set.Name] = LocalTrainer.Evaluate(_model, set.Batches).Loss;
-            return losses;
-        }
-        finally
-        {
-            _model.Attach(null);
-        }
+        return GlobalModel.Evaluate(_model, state, _evaluation);
     }
+
+    /// <summary>
+    /// The random source of round <paramref name="round"/>: a pure function of the seed and the round, so
+    /// that a server restarted between rounds draws exactly what an uninterrupted run would.
+    /// </summary>
+    public static Random RoundRandom(int seed, int round) => new(unchecked(seed * 1_000_003 + (round + 1) * 7_919));
+
+    /// <summary>The seed of client <paramref name="clientId"/>'s batches in round <paramref name="round"/>.</summary>
+    public static int BatchSeed(int seed, int round, int clientId) => unchecked(seed * 1_000_003 + round * 1_009 + clientId);
 
     private List<SampledClient> Sample(Random random)
     {
@@ -174,84 +171,9 @@ public sealed class FederatedSimulation
 
     private (ClientUpdate Update, float Loss) TrainClient(ClientAssignment assignment, int round, Action<int, int, StepReport>? onClientStep)
     {
-        var backend = _model.Backend;
-        using var adapters = AdapterExchange.Create(backend, assignment);
-        using var mask = TrainableMask(assignment, adapters);
-        _model.Attach(adapters);
-        try
-        {
-            var client = _clients[assignment.ClientId];
-            var source = client.Batches(unchecked(_options.Seed * 1_000_003 + round * 1_009 + client.Id));
-            var loss = LocalTrainer.Train(_model, adapters.Parameters, adapters.Gradients, source, _options.Local,
-                mask?.All, Regularizer(assignment, adapters), step => onClientStep?.Invoke(round, client.Id, step));
-            return (AdapterExchange.Collect(assignment, adapters), loss);
-        }
-        finally
-        {
-            _model.Attach(null);
-        }
-    }
-
-    /// <summary>
-    /// The elements a client may change: A's rows and B's columns in its sketch (all ranks without one),
-    /// and no A at all when only B trains. Null when everything trains.
-    /// </summary>
-    private static DeviceBuffer? TrainableMask(ClientAssignment assignment, AdapterSet adapters)
-    {
-        if (assignment.RankIndices is null && assignment.Trainable == TrainableFactors.Both) return null;
-        var mask = new float[adapters.Parameters.Length];
-        var r = adapters.Rank;
-        for (var m = 0; m < adapters.Modules.Count; m++)
-        {
-            var adapter = adapters.Adapters[m];
-            var (c, o) = (adapter.InFeatures, adapter.OutFeatures);
-            var active = new bool[r];
-            if (assignment.RankIndices?[m] is { } indices) foreach (var index in indices) active[index] = true;
-            else Array.Fill(active, true);
-            for (var j = 0; j < r; j++)
-            {
-                if (!active[j]) continue;
-                if (assignment.Trainable == TrainableFactors.Both) mask.AsSpan(adapter.A.Offset + j * c, c).Fill(1f);
-                for (var row = 0; row < o; row++) mask[adapter.B.Offset + row * r + j] = 1f;
-            }
-        }
-        var buffer = adapters.Backend.Allocate(mask.Length);
-        adapters.Backend.Upload(mask, buffer);
-        return buffer;
-    }
-
-    /// <summary>HetLoRA's rank self-pruning penalty, added to the adapters' gradients after each backward pass.</summary>
-    private static Action? Regularizer(ClientAssignment assignment, AdapterSet adapters)
-    {
-        if (assignment.Regularizer is not { } regularizer) return null;
-        var backend = adapters.Backend;
-        return () =>
-        {
-            var parameters = backend.ToArray(adapters.Parameters);
-            var gradients = backend.ToArray(adapters.Gradients);
-            foreach (var adapter in adapters.Adapters)
-            {
-                regularizer.AccumulateGradient(parameters.AsSpan(adapter.A.Offset, adapter.A.Length), parameters.AsSpan(adapter.B.Offset, adapter.B.Length),
-                    adapter.Rank, adapter.InFeatures, adapter.OutFeatures,
-                    gradients.AsSpan(adapter.A.Offset, adapter.A.Length), gradients.AsSpan(adapter.B.Offset, adapter.B.Length));
-            }
-            backend.Upload(gradients, adapters.Gradients);
-        };
-    }
-
-    /// <summary>W += B_stack diag(w) A_stack for every module of FLoRA's merged update.</summary>
-    private void ApplyToBase(IReadOnlyList<StackedUpdate> updates)
-    {
-        var backend = _model.Backend;
-        foreach (var update in updates)
-        {
-            var (c, o, rank) = (update.Module.InFeatures, update.Module.OutFeatures, update.Rank);
-            using var b = backend.Allocate(update.B.Length);
-            using var a = backend.Allocate(update.A.Length);
-            backend.Upload(update.B, b);
-            backend.Upload(update.A, a);
-            backend.StackedAggregation(o, c, rank, b, a, update.RowWeights, _model.Layout.View(_model.Parameters, update.Module.Name + ".weight"));
-        }
+        var client = _clients[assignment.ClientId];
+        var source = client.Batches(BatchSeed(_options.Seed, round, client.Id));
+        return ClientTraining.Train(_model, assignment, source, _options.Local, step => onClientStep?.Invoke(round, client.Id, step));
     }
 
     private void RecordLedger(int round, RoundPlan plan, AggregationResult aggregation, Dictionary<int, long> uploads)
@@ -264,17 +186,5 @@ public sealed class FederatedSimulation
             var up = uploads.GetValueOrDefault(client.Id);
             if (down > 0 || up > 0) Ledger.Record(round, client.Id, down, up);
         }
-    }
-
-    private AdapterSet? GlobalAdapters(GlobalState state)
-    {
-        if (state.Rank == 0) return null;
-        var adapters = new AdapterSet(_model.Backend, state.Modules, state.Rank, state.Alpha, state.Scaling);
-        for (var m = 0; m < state.Adapters.Count; m++)
-        {
-            _model.Backend.Upload(state.Adapters[m].A, adapters.Adapters[m].A);
-            _model.Backend.Upload(state.Adapters[m].B, adapters.Adapters[m].B);
-        }
-        return adapters;
     }
 }
