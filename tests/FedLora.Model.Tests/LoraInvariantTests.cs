@@ -104,4 +104,17 @@ public sealed class LoraInvariantTests : IDisposable
         Assert.NotEqual(adaptersBefore, _backend.ToArray(_adapters.Parameters));
         Assert.True(last < first, $"the loss did not fall over 5 LoRA steps on one batch: {first} -> {last}");
     }
+
+    [Fact]
+    public void Attach_AdaptersOfAnotherShape_ThrowsAndKeepsTheAttachedSet()
+    {
+        _model.Attach(_adapters);
+        var before = Logits();
+        var wrong = new LoraModuleSpec("transformer.h.0.attn.c_attn", 32, 64);
+        using var other = new AdapterSet(_backend, [_adapters.Modules[1], wrong], rank: 2, alpha: 4, LoraScaling.Standard);
+        var error = Assert.Throws<ArgumentException>(() => _model.Attach(other));
+        Assert.Contains("64x32 but the layer is 96x32", error.Message, StringComparison.Ordinal);
+        Assert.Same(_adapters, _model.Adapters);
+        Assert.Equal(before, Logits());
+    }
 }

@@ -102,28 +102,32 @@ public sealed class Gpt : IDisposable
     /// </summary>
     public void Attach(AdapterSet? adapters)
     {
-        Array.Fill(_adapterOf, -1);
-        Adapters = null;
-        if (adapters is null) return;
-        if (!ReferenceEquals(adapters.Backend, Backend)) throw new ArgumentException("the adapters live on another backend than the model", nameof(adapters));
-        var positions = new Dictionary<string, (int Slot, LoraModuleSpec Spec)>();
-        var all = Layout.LoraModules(LoraTargets.All);
-        for (var i = 0; i < all.Count; i++) positions[all[i].Name] = (i, all[i]);
-        for (var m = 0; m < adapters.Modules.Count; m++)
+        var adapterOf = new int[Config.Layers * 4];
+        Array.Fill(adapterOf, -1);
+        if (adapters is not null)
         {
-            var module = adapters.Modules[m];
-            if (!positions.TryGetValue(module.Name, out var position))
+            if (!ReferenceEquals(adapters.Backend, Backend)) throw new ArgumentException("the adapters live on another backend than the model", nameof(adapters));
+            var positions = new Dictionary<string, (int Slot, LoraModuleSpec Spec)>();
+            var all = Layout.LoraModules(LoraTargets.All);
+            for (var i = 0; i < all.Count; i++) positions[all[i].Name] = (i, all[i]);
+            for (var m = 0; m < adapters.Modules.Count; m++)
             {
-                throw new ArgumentException($"adapter module '{module.Name}' is not a linear layer of this GPT", nameof(adapters));
+                var module = adapters.Modules[m];
+                if (!positions.TryGetValue(module.Name, out var position))
+                {
+                    throw new ArgumentException($"adapter module '{module.Name}' is not a linear layer of this GPT", nameof(adapters));
+                }
+                if (position.Spec != module)
+                {
+                    throw new ArgumentException(
+                        $"adapter module '{module.Name}' is {module.OutFeatures}x{module.InFeatures} but the layer is {position.Spec.OutFeatures}x{position.Spec.InFeatures}",
+                        nameof(adapters));
+                }
+                adapterOf[position.Slot] = m;
             }
-            if (position.Spec != module)
-            {
-                throw new ArgumentException(
-                    $"adapter module '{module.Name}' is {module.OutFeatures}x{module.InFeatures} but the layer is {position.Spec.OutFeatures}x{position.Spec.InFeatures}",
-                    nameof(adapters));
-            }
-            _adapterOf[position.Slot] = m;
         }
+        // Only a fully checked set replaces the current one: a refused set leaves the model as it was.
+        adapterOf.CopyTo(_adapterOf, 0);
         Adapters = adapters;
     }
 
