@@ -43,7 +43,7 @@ public sealed record SimulationOptions(int Rounds, int ClientsPerRound, Training
 /// <param name="ClientId">The client.</param>
 /// <param name="Rank">The rank it trained (m_k for an FSLoRA sketch).</param>
 /// <param name="MeanLoss">Its mean training loss over the local steps.</param>
-/// <param name="DownloadBytes">Bytes it received this round.</param>
+/// <param name="DownloadBytes">Bytes of its assignment (the ledger adds any broadcast every client receives, such as FLoRA's merged update).</param>
 /// <param name="UploadBytes">Bytes it sent.</param>
 public sealed record ClientRoundResult(int Round, int ClientId, int Rank, float MeanLoss, long DownloadBytes, long UploadBytes);
 
