@@ -122,3 +122,32 @@ public class MatmulTests
         }
     }
 }
+
+/// <summary>Properties of the Cpu backend's GEMM family beyond agreeing with the Reference.</summary>
+public class GemmEngineTests
+{
+    // Once the per-thread packing buffers exist, the matmul family allocates nothing: a training
+    // step calls these ops thousands of times.
+    [Fact]
+    public void MatmulFamily_WarmCalls_AllocateNothing()
+    {
+        const int n = 300, c = 129, o = 257, rank = 16;
+        using var twin = new Twin("cpu");
+        var cpu = twin.Device;
+        var (x, w, bias, y, dy) = (twin.Random(n * c).Device, twin.Random(o * c).Device, twin.Random(o).Device, twin.Zeros(n * o).Device, twin.Random(n * o).Device);
+        var (dx, dw, db) = (twin.Zeros(n * c).Device, twin.Zeros(o * c).Device, twin.Zeros(o).Device);
+        var (a, b, t, da, dbl) = (twin.Random(rank * c).Device, twin.Random(o * rank).Device, twin.Zeros(n * 7).Device, twin.Zeros(rank * c).Device, twin.Zeros(o * rank).Device);
+        int[] indices = [9, 2, 14, 0, 5, 11, 3];
+        void Step()
+        {
+            cpu.MatmulForward(n, c, o, x, w, bias, y);
+            cpu.MatmulBackward(n, c, o, dy, x, w, dx, dw, db);
+            cpu.LowRankMatmulForward(n, c, o, rank, x, w, bias, a, b, 0.5f, indices, t, y);
+            cpu.LowRankMatmulBackward(n, c, o, rank, dy, x, w, a, b, 0.5f, indices, t, dx, dw, db, da, dbl);
+        }
+        Step();
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        Step();
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+}
