@@ -22,8 +22,7 @@ internal static class BenchConfig
             .WithIterationCount(5)
             .WithIterationTime(Perfolizer.Horology.TimeInterval.FromMilliseconds(200))
             .WithId("Short"))
-        .AddColumn(new GflopsColumn())
-        .WithOptions(ConfigOptions.JoinSummary);
+        .AddColumn(StatisticColumn.Median, new GflopsColumn());
 }
 
 /// <summary>A benchmark that knows the floating-point operations of one invocation of each of its methods.</summary>
@@ -32,7 +31,11 @@ public interface IFlopCount
     double Flops(string method);
 }
 
-/// <summary>GFLOP/s = FLOPs of one invocation / mean time, for benchmarks that implement <see cref="IFlopCount"/>.</summary>
+/// <summary>
+/// GFLOP/s = FLOPs of one invocation / median time, for benchmarks that implement <see cref="IFlopCount"/>.
+/// The median, not the mean: on a machine shared with other work, a few slow iterations would
+/// otherwise set the figure.
+/// </summary>
 internal sealed class GflopsColumn : IColumn
 {
     public string Id => nameof(GflopsColumn);
@@ -42,7 +45,7 @@ internal sealed class GflopsColumn : IColumn
     public int PriorityInCategory => 0;
     public bool IsNumeric => true;
     public UnitType UnitType => UnitType.Dimensionless;
-    public string Legend => "Billions of floating-point operations per second (2 per multiply-add), from the mean time";
+    public string Legend => "Billions of floating-point operations per second (2 per multiply-add), from the median time";
 
     public bool IsDefault(Summary summary, BenchmarkCase benchmarkCase) => false;
 
@@ -52,8 +55,8 @@ internal sealed class GflopsColumn : IColumn
 
     public string GetValue(Summary summary, BenchmarkCase benchmarkCase, SummaryStyle style)
     {
-        var mean = summary[benchmarkCase]?.ResultStatistics?.Mean;
-        if (mean is not > 0) return "-";
+        var median = summary[benchmarkCase]?.ResultStatistics?.Median;
+        if (median is not > 0) return "-";
         if (Activator.CreateInstance(benchmarkCase.Descriptor.Type) is not IFlopCount counter) return "-";
         foreach (var parameter in benchmarkCase.Parameters.Items)
         {
@@ -61,7 +64,7 @@ internal sealed class GflopsColumn : IColumn
         }
         var flops = counter.Flops(benchmarkCase.Descriptor.WorkloadMethod.Name);
         if (double.IsNaN(flops)) return "-";
-        return (flops / mean.Value).ToString("0.0", CultureInfo.InvariantCulture);
+        return (flops / median.Value).ToString("0.0", CultureInfo.InvariantCulture);
     }
 
     public override string ToString() => ColumnName;

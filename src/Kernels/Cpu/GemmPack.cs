@@ -86,7 +86,7 @@ internal static unsafe class GemmPack
             {
                 var col = s.KIndex == null ? p0 + p : s.KIndex[p0 + p];
                 var scale = s.KScale == null ? s.Scale : s.Scale * s.KScale[p0 + p];
-                var from = s.Data + (nint)(i0) + col * s.KStride;
+                var from = s.Data + i0 + col * s.KStride;
                 var to = dst + (nint)p * width;
                 ScaledCopy(from, to, rows, scale);
                 for (var i = rows; i < width; i++) to[i] = 0f;
@@ -94,8 +94,8 @@ internal static unsafe class GemmPack
             return;
         }
 
-        // Each row i is read along p (x, dy, and W as B of x W^T): row-major gather, p outer so
-        // that the writes are sequential.
+        // Each row i is read along p (W as b of x W^T; x and dy in edge panels): a row-major gather,
+        // p outer so that the writes are sequential.
         var rowStarts = stackalloc nint[width];
         for (var i = 0; i < rows; i++)
         {

@@ -104,6 +104,35 @@ public class MatmulTests
         twin.AssertClose(db, Tolerance(n), Tolerance(n), "dbias");
     }
 
+    // The model keeps every tensor in one buffer (llm.c's layout) and hands ops views at offsets
+    // that break vector alignment: here every operand sits at an odd offset of a shared buffer.
+    [Theory, MemberData(nameof(TestBackends.All), MemberType = typeof(TestBackends))]
+    public void MatmulAndLowRank_ViewsAtOddOffsets_MatchReference(string backend)
+    {
+        const int n = 67, c = 45, o = 83, rank = 9;
+        int[] indices = [4, 1, 7];
+        int[] lengths = [n * c, o * c, o, n * o, n * o, n * c, o * c, o, rank * c, o * rank, n * 3, rank * c, o * rank];
+        using var twin = new Twin(backend);
+        var all = twin.Random(lengths.Sum() + 3 * lengths.Length);
+        var views = new TwinTensor[lengths.Length];
+        for (int i = 0, offset = 3; i < lengths.Length; offset += lengths[i] + 3, i++)
+        {
+            views[i] = new TwinTensor(all.Reference.Slice(offset, lengths[i]), all.Device.Slice(offset, lengths[i]));
+        }
+        var (x, w, bias, y, dy, dx, dw, db, a, b, t, da, dbl) =
+            (views[0], views[1], views[2], views[3], views[4], views[5], views[6], views[7], views[8], views[9], views[10], views[11], views[12]);
+        foreach (var (side, pick) in new (Backend, Func<TwinTensor, BufferView>)[] { (twin.Reference, v => v.Reference), (twin.Device, v => v.Device) })
+        {
+            side.MatmulForward(n, c, o, pick(x), pick(w), pick(bias), pick(y));
+            side.MatmulBackward(n, c, o, pick(dy), pick(x), pick(w), pick(dx), pick(dw), pick(db));
+            side.LowRankMatmulForward(n, c, o, rank, pick(x), pick(w), pick(bias), pick(a), pick(b), 0.5f, indices, pick(t), pick(dy));
+            side.LowRankMatmulBackward(n, c, o, rank, pick(y), pick(x), pick(w), pick(a), pick(b), 0.5f, indices, pick(t),
+                pick(dx), pick(dw), pick(db), pick(da), pick(dbl));
+        }
+        var tolerance = 4 * Tolerance(n + o);
+        twin.AssertClose(all, tolerance, tolerance, "every view of the shared buffer");
+    }
+
     [Theory, MemberData(nameof(TestBackends.All), MemberType = typeof(TestBackends))]
     public void MatmulForward_RepeatedRuns_AreBitwiseIdentical(string backend)
     {
@@ -120,5 +149,34 @@ public class MatmulTests
             twin.Device.MatmulForward(n, c, o, x.Device, w.Device, bias.Device, y.Device);
             Twin.AssertClose(first, twin.Device.ToArray(y.Device), 0, 0, $"{backend}: run {run + 2} against run 1");
         }
+    }
+}
+
+/// <summary>Properties of the Cpu backend's GEMM family beyond agreeing with the Reference.</summary>
+public class GemmEngineTests
+{
+    // Once the per-thread packing buffers exist, the matmul family allocates nothing: a training
+    // step calls these ops thousands of times.
+    [Fact]
+    public void MatmulFamily_WarmCalls_AllocateNothing()
+    {
+        const int n = 300, c = 129, o = 257, rank = 16;
+        using var twin = new Twin("cpu");
+        var cpu = twin.Device;
+        var (x, w, bias, y, dy) = (twin.Random(n * c).Device, twin.Random(o * c).Device, twin.Random(o).Device, twin.Zeros(n * o).Device, twin.Random(n * o).Device);
+        var (dx, dw, db) = (twin.Zeros(n * c).Device, twin.Zeros(o * c).Device, twin.Zeros(o).Device);
+        var (a, b, t, da, dbl) = (twin.Random(rank * c).Device, twin.Random(o * rank).Device, twin.Zeros(n * 7).Device, twin.Zeros(rank * c).Device, twin.Zeros(o * rank).Device);
+        int[] indices = [9, 2, 14, 0, 5, 11, 3];
+        void Step()
+        {
+            cpu.MatmulForward(n, c, o, x, w, bias, y);
+            cpu.MatmulBackward(n, c, o, dy, x, w, dx, dw, db);
+            cpu.LowRankMatmulForward(n, c, o, rank, x, w, bias, a, b, 0.5f, indices, t, y);
+            cpu.LowRankMatmulBackward(n, c, o, rank, dy, x, w, a, b, 0.5f, indices, t, dx, dw, db, da, dbl);
+        }
+        Step();
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        Step();
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
     }
 }
