@@ -90,19 +90,27 @@ internal sealed class NetworkHarness : IDisposable
         return (simulation.State!, model.Backend.ToArray(model.Parameters));
     }
 
+    /// <summary>The job's round loop without HTTP, on a clock the test controls.</summary>
+    public RoundCoordinator Coordinator(ServerOptions options, TimeProvider time)
+    {
+        var model = NewModel();
+        var (strategy, budgets) = Strategy(model);
+        return new RoundCoordinator(strategy, model, budgets, options, time);
+    }
+
     /// <summary>A server for the job on 127.0.0.1 and a free port, started.</summary>
-    public async Task<FederatedServer> StartServerAsync(ServerOptions? options = null, System.Security.Cryptography.X509Certificates.X509Certificate2? certificate = null)
+    public async Task<FederatedServer> StartServerAsync(ServerOptions? options = null, System.Security.Cryptography.X509Certificates.X509Certificate2? certificate = null, int port = 0)
     {
         var model = NewModel();
         var (strategy, budgets) = Strategy(model);
         var server = new FederatedServer(strategy, model, budgets, new ClientTokens(Tokens), options ?? Options);
-        await server.StartAsync(IPAddress.Loopback, 0, certificate);
+        await server.StartAsync(IPAddress.Loopback, port, certificate);
         return server;
     }
 
     public HttpClient Http(Uri address, HttpMessageHandler? handler = null)
     {
-        var http = handler is null ? new HttpClient() : new HttpClient(handler);
+        var http = handler is null ? new HttpClient() : new HttpClient(handler, disposeHandler: false);
         http.BaseAddress = address;
         http.Timeout = TimeSpan.FromSeconds(60);
         _owned.Add(http);
