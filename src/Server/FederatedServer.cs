@@ -62,10 +62,10 @@ public sealed class FederatedServer : IAsyncDisposable
     /// <summary>The address the server listens on, once started.</summary>
     public Uri? Address { get; private set; }
 
-    /// <summary>Request body bytes received (payloads and JSON).</summary>
+    /// <summary>Update payload bytes received.</summary>
     public long BytesReceived => Interlocked.Read(ref _bytesReceived);
 
-    /// <summary>Response body bytes sent (assignments, base weights, JSON).</summary>
+    /// <summary>Assignment and base-weight payload bytes sent.</summary>
     public long BytesSent => Interlocked.Read(ref _bytesSent);
 
     /// <summary>Listens on <paramref name="address"/>:<paramref name="port"/> (0: any free port), over HTTPS when given a certificate.</summary>

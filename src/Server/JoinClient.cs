@@ -90,8 +90,10 @@ public sealed class JoinClient
         _backend = backend;
         _examples = examples;
         _options = options ?? new JoinOptions();
-        _retry = new ResiliencePipelineBuilder<HttpResponseMessage>()
-            .AddRetry(new RetryStrategyOptions<HttpResponseMessage>
+        var pipeline = new ResiliencePipelineBuilder<HttpResponseMessage>();
+        if (_options.MaxRetries > 0)
+        {
+            pipeline.AddRetry(new RetryStrategyOptions<HttpResponseMessage>
             {
                 ShouldHandle = new PredicateBuilder<HttpResponseMessage>()
                     .Handle<HttpRequestException>()
@@ -107,9 +109,9 @@ public sealed class JoinClient
                     arguments.Outcome.Result?.Dispose();
                     return default;
                 },
-            })
-            .AddTimeout(_options.AttemptTimeout)
-            .Build();
+            });
+        }
+        _retry = pipeline.AddTimeout(_options.AttemptTimeout).Build();
     }
 
     /// <summary>Progress messages.</summary>
