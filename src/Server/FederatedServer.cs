@@ -38,6 +38,7 @@ public sealed class FederatedServer : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private WebApplication? _app;
     private Task? _ticker;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<int, bool> _toldFinished = new();
     private long _bytesReceived;
     private long _bytesSent;
 
@@ -98,6 +99,20 @@ public sealed class FederatedServer : IAsyncDisposable
     /// <summary>Completes when the last round has been aggregated.</summary>
     public Task Finished => _coordinator.Finished;
 
+    /// <summary>
+    /// After the job finished: waits until every client has been told so (410 on its next poll), at most
+    /// <paramref name="grace"/>, so that clients end cleanly instead of finding the server gone.
+    /// </summary>
+    public async Task LingerAsync(TimeSpan grace, CancellationToken cancellation = default)
+    {
+        await Finished.WaitAsync(cancellation).ConfigureAwait(false);
+        var until = DateTime.UtcNow + grace;
+        while (_toldFinished.Count < _tokens.Count && DateTime.UtcNow < until)
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(100), cancellation).ConfigureAwait(false);
+        }
+    }
+
     /// <summary>Stops listening (the state folder keeps the last completed round).</summary>
     public async Task StopAsync()
     {
@@ -156,7 +171,11 @@ public sealed class FederatedServer : IAsyncDisposable
             var reply = _coordinator.AssignmentFor(id);
             context.Response.Headers[RoundHeader] = reply.Round.ToString(System.Globalization.CultureInfo.InvariantCulture);
             context.Response.Headers[BaseVersionHeader] = reply.BaseVersion.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            if (reply.Phase == RoundPhase.Finished) return Results.Text($"the job is finished after {reply.Round} rounds", statusCode: 410);
+            if (reply.Phase == RoundPhase.Finished)
+            {
+                _toldFinished.TryAdd(id, true);
+                return Results.Text($"the job is finished after {reply.Round} rounds", statusCode: 410);
+            }
             if (reply.Payload is null) return Results.NoContent();
             Interlocked.Add(ref _bytesSent, reply.Payload.LongLength);
             return Results.Bytes(reply.Payload, "application/octet-stream");
