@@ -3,6 +3,7 @@ using System.Text.Json;
 using FedLora.Lora;
 using FedLora.Lora.Safetensors;
 using FedLora.Model;
+using Microsoft.Data.Sqlite;
 
 namespace FedLora.Federation.Networking;
 
@@ -19,14 +20,15 @@ public sealed record ServerProgress(int Round, string Strategy, int Seed, int Ba
     int[] ExampleCounts, LedgerEntry[] Ledger);
 
 /// <summary>
-/// The server's state folder. Each save writes the round's files under new names (global state as
-/// safetensors, the base checkpoint when FLoRA changed it), then commits by atomically replacing
-/// progress.json (temporary file + rename), then deletes the files no longer referenced: a crash at
-/// any point leaves the last committed round intact.
+/// The server's state folder. Each save writes the round's tensor files under new names (global
+/// state as safetensors, the base checkpoint when FLoRA changed it), then commits in one SQLite
+/// transaction of job.db (the progress row and the round's ledger entries), then deletes the files no
+/// longer referenced: a crash at any point leaves the last committed round intact.
 /// </summary>
 public sealed class StateStore
 {
-    private const string ProgressFile = "progress.json";
+    /// <summary>The SQLite database holding the progress row and the ledger.</summary>
+    public const string DatabaseFile = "job.db";
     private const string Key = "fedlora.";
     private readonly string _directory;
 
@@ -41,9 +43,20 @@ public sealed class StateStore
     /// <summary>The last committed progress, or null for a fresh folder.</summary>
     public ServerProgress? LoadProgress()
     {
-        var path = Path.Combine(_directory, ProgressFile);
-        if (!File.Exists(path)) return null;
-        return JsonSerializer.Deserialize<ServerProgress>(File.ReadAllText(path)) ?? throw new InvalidDataException($"{path} is empty");
+        using var connection = Open();
+        using var read = connection.CreateCommand();
+        read.CommandText = "SELECT round, strategy, seed, base_version, state_file, base_file, example_counts FROM progress WHERE id = 0";
+        using var row = read.ExecuteReader();
+        if (!row.Read()) return null;
+        var (round, strategy, seed, baseVersion, stateFile) = (row.GetInt32(0), row.GetString(1), row.GetInt32(2), row.GetInt32(3), row.GetString(4));
+        var baseFile = row.IsDBNull(5) ? null : row.GetString(5);
+        var exampleCounts = JsonSerializer.Deserialize<int[]>(row.GetString(6))!;
+        using var ledger = connection.CreateCommand();
+        ledger.CommandText = "SELECT round, client_id, download_bytes, upload_bytes FROM ledger ORDER BY sequence";
+        using var entries = ledger.ExecuteReader();
+        var list = new List<LedgerEntry>();
+        while (entries.Read()) list.Add(new LedgerEntry(entries.GetInt32(0), entries.GetInt32(1), entries.GetInt64(2), entries.GetInt64(3)));
+        return new ServerProgress(round, strategy, seed, baseVersion, stateFile, baseFile, exampleCounts, [.. list]);
     }
 
     /// <summary>The global state <paramref name="progress"/> points at.</summary>
@@ -90,17 +103,62 @@ public sealed class StateStore
             File.Move(temporary, Path.Combine(_directory, baseFile), overwrite: true);
         }
         var progress = new ServerProgress(state.Round, strategy, seed, baseVersion, stateFile, baseFile, exampleCounts, [.. ledger]);
-        var path = Path.Combine(_directory, ProgressFile);
-        var temp = Path.Combine(_directory, $".{ProgressFile}.{Guid.NewGuid():N}.tmp");
-        using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+        using (var connection = Open())
+        using (var transaction = connection.BeginTransaction())
         {
-            JsonSerializer.Serialize(stream, progress);
-            stream.Flush(flushToDisk: true);
+            using (var upsert = connection.CreateCommand())
+            {
+                upsert.CommandText = """
+                    INSERT INTO progress (id, round, strategy, seed, base_version, state_file, base_file, example_counts)
+                    VALUES (0, $round, $strategy, $seed, $baseVersion, $stateFile, $baseFile, $exampleCounts)
+                    ON CONFLICT (id) DO UPDATE SET round = excluded.round, strategy = excluded.strategy, seed = excluded.seed,
+                        base_version = excluded.base_version, state_file = excluded.state_file, base_file = excluded.base_file,
+                        example_counts = excluded.example_counts
+                    """;
+                upsert.Parameters.AddWithValue("$round", state.Round);
+                upsert.Parameters.AddWithValue("$strategy", strategy);
+                upsert.Parameters.AddWithValue("$seed", seed);
+                upsert.Parameters.AddWithValue("$baseVersion", baseVersion);
+                upsert.Parameters.AddWithValue("$stateFile", stateFile);
+                upsert.Parameters.AddWithValue("$baseFile", (object?)baseFile ?? DBNull.Value);
+                upsert.Parameters.AddWithValue("$exampleCounts", JsonSerializer.Serialize(exampleCounts));
+                upsert.ExecuteNonQuery();
+            }
+            var committed = previous?.Ledger.Length ?? 0;
+            for (var i = committed; i < ledger.Count; i++)
+            {
+                using var insert = connection.CreateCommand();
+                insert.CommandText = "INSERT INTO ledger (sequence, round, client_id, download_bytes, upload_bytes) VALUES ($sequence, $round, $client, $down, $up)";
+                insert.Parameters.AddWithValue("$sequence", i);
+                insert.Parameters.AddWithValue("$round", ledger[i].Round);
+                insert.Parameters.AddWithValue("$client", ledger[i].ClientId);
+                insert.Parameters.AddWithValue("$down", ledger[i].DownloadBytes);
+                insert.Parameters.AddWithValue("$up", ledger[i].UploadBytes);
+                insert.ExecuteNonQuery();
+            }
+            transaction.Commit();
         }
-        File.Move(temp, path, overwrite: true);
         if (previous is not null && previous.StateFile != stateFile) File.Delete(Path.Combine(_directory, previous.StateFile));
         if (previous?.BaseFile is { } oldBase && oldBase != baseFile) File.Delete(Path.Combine(_directory, oldBase));
         return progress;
+    }
+
+    /// <summary>Opens job.db (no pooling: the file is released on dispose), creating its tables on first use.</summary>
+    private SqliteConnection Open()
+    {
+        var connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = Path.Combine(_directory, DatabaseFile), Pooling = false }.ToString());
+        connection.Open();
+        using var create = connection.CreateCommand();
+        create.CommandText = """
+            PRAGMA journal_mode = WAL;
+            PRAGMA synchronous = FULL;
+            CREATE TABLE IF NOT EXISTS progress (id INTEGER PRIMARY KEY CHECK (id = 0), round INTEGER NOT NULL, strategy TEXT NOT NULL,
+                seed INTEGER NOT NULL, base_version INTEGER NOT NULL, state_file TEXT NOT NULL, base_file TEXT, example_counts TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS ledger (sequence INTEGER PRIMARY KEY, round INTEGER NOT NULL, client_id INTEGER NOT NULL,
+                download_bytes INTEGER NOT NULL, upload_bytes INTEGER NOT NULL);
+            """;
+        create.ExecuteNonQuery();
+        return connection;
     }
 
     private static void WriteState(GlobalState state, string path)

@@ -132,7 +132,7 @@ public sealed class RoundLifecycleTests
             var clients = harness.RunClientsAsync(first.Address!, handler: network);
             await firstRoundDone.Task.WaitAsync(TimeSpan.FromSeconds(60));
             await first.DisposeAsync();
-            Assert.True(File.Exists(Path.Combine(stateDir.FullName, "progress.json")));
+            Assert.True(File.Exists(Path.Combine(stateDir.FullName, StateStore.DatabaseFile)));
 
             await using var second = await harness.StartServerAsync(port: port);
             Assert.Equal(2, second.Coordinator.State.Round);
