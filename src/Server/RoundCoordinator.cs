@@ -1,8 +1,10 @@
+using System.Text.Json.Serialization;
 using FedLora.Model;
 
 namespace FedLora.Federation.Networking;
 
 /// <summary>Where the job stands.</summary>
+[JsonConverter(typeof(JsonStringEnumConverter<RoundPhase>))]
 public enum RoundPhase
 {
     /// <summary>Waiting for every client to enroll before round 0.</summary>

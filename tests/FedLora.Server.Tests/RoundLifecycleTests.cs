@@ -110,6 +110,43 @@ public sealed class RoundLifecycleTests
     }
 
     [Fact]
+    public async Task Network_ClientKilledAndRestarted_JobEndsEqualToSimulation()
+    {
+        using var harness = new NetworkHarness("ffa-lora", [1, 1, 1], clientsPerRound: 3, rounds: 3);
+        var (expectedState, _) = harness.Simulate();
+        await using var server = await harness.StartServerAsync();
+        using var kill = new CancellationTokenSource();
+        server.Coordinator.RoundCompleted += round => { if (round == 0) kill.Cancel(); };
+        var victim = harness.Client(server.Address!, 0).RunAsync(kill.Token);
+        var others = harness.RunClientsAsync(server.Address!, [1, 2]);
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => victim.WaitAsync(TimeSpan.FromSeconds(60)));
+        Assert.Equal(RoundPhase.Collecting, server.Coordinator.Status().Phase);
+
+        var restarted = await harness.Client(server.Address!, 0).RunAsync().WaitAsync(TimeSpan.FromSeconds(120));
+        await others;
+        await server.Finished.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.InRange(restarted.RoundsTrained, 2, 3);
+        Assert.Equal(NetworkHarness.Flatten(expectedState), NetworkHarness.Flatten(server.Coordinator.State));
+    }
+
+    [Fact]
+    public async Task Status_DuringEnrollment_ReportsPhaseAndNeedsAToken()
+    {
+        using var harness = new NetworkHarness("fedit", [1, 1], clientsPerRound: 2, rounds: 1);
+        await using var server = await harness.StartServerAsync();
+        var http = harness.Http(server.Address!);
+        using (var anonymous = await http.GetAsync(new Uri("v1/status", UriKind.Relative)).WaitAsync(TimeSpan.FromSeconds(30)))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.Unauthorized, anonymous.StatusCode);
+        }
+        http.DefaultRequestHeaders.Authorization = new("Bearer", harness.Tokens[1]);
+        var status = await System.Net.Http.Json.HttpClientJsonExtensions.GetFromJsonAsync<RoundStatus>(http, new Uri("v1/status", UriKind.Relative)).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(RoundPhase.Enrolling, status!.Phase);
+        Assert.Equal(0, status.Enrolled);
+        Assert.Equal(1, status.Rounds);
+    }
+
+    [Fact]
     public async Task Network_ServerRestartedFromStateDir_ResumesAndEqualsUninterruptedRun()
     {
         var stateDir = Directory.CreateTempSubdirectory("fedlora-state-");
