@@ -165,7 +165,6 @@ internal static class ServeCommand
         {
             tokens = ClientTokens.Issue(clientCount);
             ClientTokens.WriteFile(path, tokens);
-            if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
             AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"issued {clientCount} client tokens to {path}: give client i only its own line (the server keeps only their SHA-256)");
         }
         try

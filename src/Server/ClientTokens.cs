@@ -53,11 +53,15 @@ public sealed class ClientTokens
         return [.. tokens.Values];
     }
 
-    /// <summary>Writes "id token" lines to <paramref name="path"/>.</summary>
+    /// <summary>Writes "id token" lines to a new file <paramref name="path"/>, readable by its owner only (on Unix).</summary>
     public static void WriteFile(string path, IReadOnlyList<string> tokens)
     {
         ArgumentNullException.ThrowIfNull(tokens);
-        File.WriteAllLines(path, tokens.Select((t, i) => $"{i} {t}").Prepend("# fedlora client tokens: give client i only its own line"));
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows()) options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        using var writer = new StreamWriter(path, Encoding.UTF8, options);
+        writer.WriteLine("# fedlora client tokens: give client i only its own line");
+        for (var i = 0; i < tokens.Count; i++) writer.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{i} {tokens[i]}"));
     }
 
     /// <summary>The client the token belongs to, or null.</summary>

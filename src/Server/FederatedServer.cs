@@ -39,6 +39,7 @@ public sealed class FederatedServer : IAsyncDisposable
     private WebApplication? _app;
     private Task? _ticker;
     private readonly System.Collections.Concurrent.ConcurrentDictionary<int, bool> _toldFinished = new();
+    private (int Version, byte[] Payload)? _baseCache;
     private long _bytesReceived;
     private long _bytesSent;
 
@@ -191,11 +192,16 @@ public sealed class FederatedServer : IAsyncDisposable
         app.MapGet("/v1/base", (HttpContext context) =>
         {
             if (Authenticate(context, null) is { } refused) return refused;
-            var (payload, version) = _coordinator.WithModel((model, version) =>
+            var (version, payload) = _coordinator.WithModel((model, version) =>
             {
-                var writer = new SafetensorsWriter();
-                writer.AddFloats("parameters", model.Backend.ToArray(model.Parameters), model.Layout.Length);
-                return (writer.ToArray(), version);
+                // Serialized once per version: every client fetches the same weights.
+                if (_baseCache is not { } cached || cached.Version != version)
+                {
+                    var writer = new SafetensorsWriter();
+                    writer.AddFloats("parameters", model.Backend.ToArray(model.Parameters), model.Layout.Length);
+                    _baseCache = cached = (version, writer.ToArray());
+                }
+                return cached;
             });
             context.Response.Headers[BaseVersionHeader] = version.ToString(System.Globalization.CultureInfo.InvariantCulture);
             Interlocked.Add(ref _bytesSent, payload.LongLength);
