@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 
 namespace FedLora.Cli.Tests;
 
@@ -69,13 +71,37 @@ public sealed class NetworkCliTests : IDisposable
         Assert.DoesNotContain("   at ", output, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public async Task ServeAndJoin_TwoClientsOnLoopback_FinishTheJobAndSaveTheGlobalAdapter()
+    /// <summary>A self-signed certificate for 127.0.0.1 as the operator's .pfx (with key) and the clients' .crt (without).</summary>
+    private (string Pfx, string Crt) Certificate()
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest("CN=localhost", key, HashAlgorithmName.SHA256);
+        var names = new SubjectAlternativeNameBuilder();
+        names.AddIpAddress(IPAddress.Loopback);
+        request.CertificateExtensions.Add(names.Build());
+        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
+        var (pfx, crt) = (Path.Combine(_scratch, "server.pfx"), Path.Combine(_scratch, "server.crt"));
+        File.WriteAllBytes(pfx, certificate.Export(X509ContentType.Pfx, "secret"));
+        File.WriteAllBytes(crt, certificate.Export(X509ContentType.Cert));
+        return (pfx, crt);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ServeAndJoin_TwoClientsOnLoopback_FinishTheJobAndSaveTheGlobalAdapter(bool https)
     {
         var port = FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture);
         var output = Path.Combine(_scratch, "out");
-        using var server = Start("serve", "--method", "hetlora", "--partition", "iid", "--clients", "2", "--ranks", "4,2", "--rounds", "2",
-            "--clients-per-round", "2", "--local-steps", "1", "--batch", "2", "--context", "32", "--bind", "127.0.0.1", "--port", port, "--out", output);
+        string[] serveTls = [], joinTls = [];
+        if (https)
+        {
+            var (pfx, crt) = Certificate();
+            (serveTls, joinTls) = (["--certificate", pfx, "--certificate-password", "secret"], ["--trust-certificate", crt]);
+        }
+        var scheme = https ? "https" : "http";
+        using var server = Start(["serve", "--method", "hetlora", "--partition", "iid", "--clients", "2", "--ranks", "4,2", "--rounds", "2",
+            "--clients-per-round", "2", "--local-steps", "1", "--batch", "2", "--context", "32", "--bind", "127.0.0.1", "--port", port, "--out", output, .. serveTls]);
         try
         {
             var tokens = Path.Combine(output, "tokens.txt");
@@ -87,8 +113,8 @@ public sealed class NetworkCliTests : IDisposable
             {
                 var tokenFile = Path.Combine(_scratch, $"token{id}");
                 File.WriteAllText(tokenFile, lines[id]);
-                return Finish(Start("join", "--server", $"http://127.0.0.1:{port}", "--client-id", $"{id}", "--token-file", tokenFile,
-                    "--partition", "iid", "--clients", "2", "--poll-seconds", "0.2"), $"join {id}");
+                return Finish(Start(["join", "--server", $"{scheme}://127.0.0.1:{port}", "--client-id", $"{id}", "--token-file", tokenFile,
+                    "--partition", "iid", "--clients", "2", "--poll-seconds", "0.2", .. joinTls]), $"join {id}");
             }).ToArray();
             var joined = await Task.WhenAll(clients);
             var served = await Finish(server, "serve");
