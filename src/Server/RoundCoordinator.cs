@@ -173,7 +173,19 @@ public sealed class RoundCoordinator
             CheckOpen(clientId, round);
             _received[clientId] = update;
             _uploadBytes[clientId] = WirePayload.SizeOf(update.Upload.ToArray());
-            if (_received.Count == _plan!.Assignments.Count) CloseRound();
+            if (_received.Count != _plan!.Assignments.Count) return;
+            try
+            {
+                CloseRound();
+            }
+            catch (ArgumentException e)
+            {
+                // The strategy refused the round. UpdateValidator makes every check the strategies make, so
+                // this should not happen; if it does, take this update back: the round stays open, the state untouched.
+                _received.Remove(clientId);
+                _uploadBytes.Remove(clientId);
+                throw new UploadRejectedException(400, $"the {_strategy.Name} strategy refused round {round} with client {clientId}'s update: {e.Message}");
+            }
         }
     }
 
