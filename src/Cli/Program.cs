@@ -8,6 +8,8 @@ var root = new RootCommand(
     "FedLora: federated LoRA fine-tuning of a GPT across clients of unequal means (FSLoRA, FLoRA, FedIT, zero-padding, HetLoRA, FlexLoRA, FFA-LoRA).")
 {
     SimulateCommand.Create(),
+    ServeCommand.Create(),
+    JoinCommand.Create(),
     CompareCommand.Create(),
     PretrainCommand.Create(),
     FinetuneCommand.Create(),

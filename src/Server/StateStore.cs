@@ -1,0 +1,191 @@
+using System.Globalization;
+using System.Text.Json;
+using FedLora.Lora;
+using FedLora.Lora.Safetensors;
+using FedLora.Model;
+using Microsoft.Data.Sqlite;
+
+namespace FedLora.Federation.Networking;
+
+/// <summary>What the server keeps on disk after a round; <see cref="Round"/> rounds are complete.</summary>
+/// <param name="Round">Rounds aggregated so far (the next round to open).</param>
+/// <param name="Strategy">The strategy's name, checked on resume.</param>
+/// <param name="Seed">The job's seed, checked on resume.</param>
+/// <param name="BaseVersion">How many base merges (FLoRA) the base weights hold.</param>
+/// <param name="StateFile">The global state's safetensors file, relative to the state folder.</param>
+/// <param name="BaseFile">The base checkpoint (GptCheckpoint) once it has changed, else null.</param>
+/// <param name="ExampleCounts">Every client's n_k as it enrolled.</param>
+/// <param name="Ledger">Every ledger entry so far.</param>
+public sealed record ServerProgress(int Round, string Strategy, int Seed, int BaseVersion, string StateFile, string? BaseFile,
+    int[] ExampleCounts, LedgerEntry[] Ledger);
+
+/// <summary>
+/// The server's state folder. Each save writes the round's tensor files under new names (global
+/// state as safetensors, the base checkpoint when FLoRA changed it), then commits in one SQLite
+/// transaction of job.db (the progress row and the round's ledger entries), then deletes the files no
+/// longer referenced: a crash at any point leaves the last committed round intact.
+/// </summary>
+public sealed class StateStore
+{
+    /// <summary>The SQLite database holding the progress row and the ledger.</summary>
+    public const string DatabaseFile = "job.db";
+    private const string Key = "fedlora.";
+    private readonly string _directory;
+
+    /// <summary>Uses (and creates) <paramref name="directory"/>.</summary>
+    public StateStore(string directory)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(directory);
+        _directory = Path.GetFullPath(directory);
+        Directory.CreateDirectory(_directory);
+    }
+
+    /// <summary>The last committed progress, or null for a fresh folder.</summary>
+    public ServerProgress? LoadProgress()
+    {
+        using var connection = Open();
+        using var read = connection.CreateCommand();
+        read.CommandText = "SELECT round, strategy, seed, base_version, state_file, base_file, example_counts FROM progress WHERE id = 0";
+        using var row = read.ExecuteReader();
+        if (!row.Read()) return null;
+        var (round, strategy, seed, baseVersion, stateFile) = (row.GetInt32(0), row.GetString(1), row.GetInt32(2), row.GetInt32(3), row.GetString(4));
+        var baseFile = row.IsDBNull(5) ? null : row.GetString(5);
+        var exampleCounts = JsonSerializer.Deserialize<int[]>(row.GetString(6))!;
+        using var ledger = connection.CreateCommand();
+        ledger.CommandText = "SELECT round, client_id, download_bytes, upload_bytes FROM ledger ORDER BY sequence";
+        using var entries = ledger.ExecuteReader();
+        var list = new List<LedgerEntry>();
+        while (entries.Read()) list.Add(new LedgerEntry(entries.GetInt32(0), entries.GetInt32(1), entries.GetInt64(2), entries.GetInt64(3)));
+        return new ServerProgress(round, strategy, seed, baseVersion, stateFile, baseFile, exampleCounts, [.. list]);
+    }
+
+    /// <summary>The global state <paramref name="progress"/> points at.</summary>
+    public GlobalState LoadState(ServerProgress progress)
+    {
+        ArgumentNullException.ThrowIfNull(progress);
+        var file = SafetensorsFile.Load(Path.Combine(_directory, progress.StateFile));
+        var meta = file.Metadata;
+        int Int(string key) => int.Parse(meta[Key + key], CultureInfo.InvariantCulture);
+        var modules = JsonSerializer.Deserialize<JsonElement[][]>(meta[Key + "modules"])!
+            .Select(m => new LoraModuleSpec(m[0].GetString()!, m[1].GetInt32(), m[2].GetInt32())).ToArray();
+        var rank = Int("rank");
+        IReadOnlyList<HostAdapter> Adapters(string suffix) => modules.Select(m => new HostAdapter(m, rank,
+            file.ReadFloats($"{m.Name}.{suffix}A"), file.ReadFloats($"{m.Name}.{suffix}B"))).ToArray();
+        var clientRanks = JsonSerializer.Deserialize<Dictionary<int, int>>(meta[Key + "client_ranks"]);
+        ServerAdamState? adam = meta.ContainsKey(Key + "adam_step")
+            ? new ServerAdamState(Int("adam_step"), Adapters("adam_m."), Adapters("adam_v."))
+            : null;
+        return new GlobalState(Int("round"), Adapters("lora_"), BitConverter.Int32BitsToSingle(Int("alpha_bits")),
+            Enum.Parse<LoraScaling>(meta[Key + "scaling"]), clientRanks, adam);
+    }
+
+    /// <summary>Loads the committed base checkpoint into <paramref name="model"/>, if the base has changed.</summary>
+    public void LoadBase(ServerProgress progress, Gpt model)
+    {
+        ArgumentNullException.ThrowIfNull(progress);
+        if (progress.BaseFile is null) return;
+        GptCheckpoint.LoadWeights(SafetensorsFile.Load(Path.Combine(_directory, progress.BaseFile)), model);
+    }
+
+    /// <summary>Writes round <c>state.Round</c>'s files and commits them; <paramref name="baseModel"/> only when the base changed this round.</summary>
+    public ServerProgress Save(ServerProgress? previous, GlobalState state, Gpt? baseModel, string strategy, int seed, int baseVersion,
+        int[] exampleCounts, IReadOnlyList<LedgerEntry> ledger)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        var stateFile = $"state-{state.Round:D6}.safetensors";
+        WriteState(state, Path.Combine(_directory, stateFile));
+        var baseFile = previous?.BaseFile;
+        if (baseModel is not null)
+        {
+            baseFile = $"base-{state.Round:D6}.safetensors";
+            var temporary = Path.Combine(_directory, $".{baseFile}.tmp");
+            GptCheckpoint.Save(baseModel, temporary);
+            File.Move(temporary, Path.Combine(_directory, baseFile), overwrite: true);
+        }
+        var progress = new ServerProgress(state.Round, strategy, seed, baseVersion, stateFile, baseFile, exampleCounts, [.. ledger]);
+        using (var connection = Open())
+        using (var transaction = connection.BeginTransaction())
+        {
+            using (var upsert = connection.CreateCommand())
+            {
+                upsert.CommandText = """
+                    INSERT INTO progress (id, round, strategy, seed, base_version, state_file, base_file, example_counts)
+                    VALUES (0, $round, $strategy, $seed, $baseVersion, $stateFile, $baseFile, $exampleCounts)
+                    ON CONFLICT (id) DO UPDATE SET round = excluded.round, strategy = excluded.strategy, seed = excluded.seed,
+                        base_version = excluded.base_version, state_file = excluded.state_file, base_file = excluded.base_file,
+                        example_counts = excluded.example_counts
+                    """;
+                upsert.Parameters.AddWithValue("$round", state.Round);
+                upsert.Parameters.AddWithValue("$strategy", strategy);
+                upsert.Parameters.AddWithValue("$seed", seed);
+                upsert.Parameters.AddWithValue("$baseVersion", baseVersion);
+                upsert.Parameters.AddWithValue("$stateFile", stateFile);
+                upsert.Parameters.AddWithValue("$baseFile", (object?)baseFile ?? DBNull.Value);
+                upsert.Parameters.AddWithValue("$exampleCounts", JsonSerializer.Serialize(exampleCounts));
+                upsert.ExecuteNonQuery();
+            }
+            var committed = previous?.Ledger.Length ?? 0;
+            for (var i = committed; i < ledger.Count; i++)
+            {
+                using var insert = connection.CreateCommand();
+                insert.CommandText = "INSERT INTO ledger (sequence, round, client_id, download_bytes, upload_bytes) VALUES ($sequence, $round, $client, $down, $up)";
+                insert.Parameters.AddWithValue("$sequence", i);
+                insert.Parameters.AddWithValue("$round", ledger[i].Round);
+                insert.Parameters.AddWithValue("$client", ledger[i].ClientId);
+                insert.Parameters.AddWithValue("$down", ledger[i].DownloadBytes);
+                insert.Parameters.AddWithValue("$up", ledger[i].UploadBytes);
+                insert.ExecuteNonQuery();
+            }
+            transaction.Commit();
+        }
+        if (previous is not null && previous.StateFile != stateFile) File.Delete(Path.Combine(_directory, previous.StateFile));
+        if (previous?.BaseFile is { } oldBase && oldBase != baseFile) File.Delete(Path.Combine(_directory, oldBase));
+        return progress;
+    }
+
+    /// <summary>Opens job.db (no pooling: the file is released on dispose), creating its tables on first use.</summary>
+    private SqliteConnection Open()
+    {
+        var connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = Path.Combine(_directory, DatabaseFile), Pooling = false }.ToString());
+        connection.Open();
+        using var create = connection.CreateCommand();
+        create.CommandText = """
+            PRAGMA journal_mode = WAL;
+            PRAGMA synchronous = FULL;
+            CREATE TABLE IF NOT EXISTS progress (id INTEGER PRIMARY KEY CHECK (id = 0), round INTEGER NOT NULL, strategy TEXT NOT NULL,
+                seed INTEGER NOT NULL, base_version INTEGER NOT NULL, state_file TEXT NOT NULL, base_file TEXT, example_counts TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS ledger (sequence INTEGER PRIMARY KEY, round INTEGER NOT NULL, client_id INTEGER NOT NULL,
+                download_bytes INTEGER NOT NULL, upload_bytes INTEGER NOT NULL);
+            """;
+        create.ExecuteNonQuery();
+        return connection;
+    }
+
+    private static void WriteState(GlobalState state, string path)
+    {
+        var writer = new SafetensorsWriter();
+        void Add(IReadOnlyList<HostAdapter> adapters, string suffix)
+        {
+            foreach (var adapter in adapters)
+            {
+                writer.AddFloats($"{adapter.Module.Name}.{suffix}A", adapter.A, adapter.Rank, adapter.Module.InFeatures);
+                writer.AddFloats($"{adapter.Module.Name}.{suffix}B", adapter.B, adapter.Module.OutFeatures, adapter.Rank);
+            }
+        }
+        Add(state.Adapters, "lora_");
+        var meta = writer.Metadata;
+        meta[Key + "round"] = state.Round.ToString(CultureInfo.InvariantCulture);
+        meta[Key + "rank"] = state.Rank.ToString(CultureInfo.InvariantCulture);
+        meta[Key + "alpha_bits"] = BitConverter.SingleToInt32Bits(state.Alpha).ToString(CultureInfo.InvariantCulture);
+        meta[Key + "scaling"] = state.Scaling.ToString();
+        meta[Key + "modules"] = JsonSerializer.Serialize(state.Modules.Select(m => new object[] { m.Name, m.InFeatures, m.OutFeatures }));
+        meta[Key + "client_ranks"] = JsonSerializer.Serialize(state.ClientRanks);
+        if (state.ServerOptimizer is { } adam)
+        {
+            meta[Key + "adam_step"] = adam.Step.ToString(CultureInfo.InvariantCulture);
+            Add(adam.FirstMoment, "adam_m.");
+            Add(adam.SecondMoment, "adam_v.");
+        }
+        writer.Save(path);
+    }
+}
