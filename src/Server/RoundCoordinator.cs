@@ -242,12 +242,8 @@ public sealed class RoundCoordinator
     }
 
     /// <summary>M clients without replacement, in id order: exactly the simulation's draw from the round's random source.</summary>
-    private List<SampledClient> Sample(Random random)
-    {
-        var ids = Enumerable.Range(0, _budgets.Count).ToArray();
-        random.Shuffle(ids);
-        return ids.Take(_options.ClientsPerRound).Order().Select(id => new SampledClient(id, _exampleCounts[id]!.Value, _budgets[id])).ToList();
-    }
+    private IReadOnlyList<SampledClient> Sample(Random random) =>
+        FederatedSimulation.SampleClients(random, _budgets.Count, _options.ClientsPerRound, id => new SampledClient(id, _exampleCounts[id]!.Value, _budgets[id]));
 
     private void CloseRound()
     {

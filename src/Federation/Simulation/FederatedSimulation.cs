@@ -162,12 +162,22 @@ public sealed class FederatedSimulation
     /// <summary>The seed of client <paramref name="clientId"/>'s batches in round <paramref name="round"/>.</summary>
     public static int BatchSeed(int seed, int round, int clientId) => unchecked(seed * 1_000_003 + round * 1_009 + clientId);
 
-    private List<SampledClient> Sample(Random random)
+    /// <summary>
+    /// The round's clients: <paramref name="count"/> of ids 0..<paramref name="clientCount"/>-1 drawn
+    /// without replacement from <paramref name="random"/>, in id order. The networked server draws with
+    /// this too, so that both run the same rounds.
+    /// </summary>
+    public static IReadOnlyList<SampledClient> SampleClients(Random random, int clientCount, int count, Func<int, SampledClient> client)
     {
-        var ids = Enumerable.Range(0, _clients.Count).ToArray();
+        ArgumentNullException.ThrowIfNull(random);
+        ArgumentNullException.ThrowIfNull(client);
+        var ids = Enumerable.Range(0, clientCount).ToArray();
         random.Shuffle(ids);
-        return ids.Take(_options.ClientsPerRound).Order().Select(id => new SampledClient(id, _clients[id].ExampleCount, _clients[id].Budget)).ToList();
+        return ids.Take(count).Order().Select(client).ToList();
     }
+
+    private IReadOnlyList<SampledClient> Sample(Random random) =>
+        SampleClients(random, _clients.Count, _options.ClientsPerRound, id => new SampledClient(id, _clients[id].ExampleCount, _clients[id].Budget));
 
     private (ClientUpdate Update, float Loss) TrainClient(ClientAssignment assignment, int round, Action<int, int, StepReport>? onClientStep)
     {
