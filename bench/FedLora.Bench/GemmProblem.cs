@@ -1,11 +1,10 @@
 using System.Globalization;
 using FedLora.Kernels;
-using FedLora.Kernels.Cpu;
 
 namespace FedLora.Bench;
 
 /// <summary>
-/// One matmul-family problem at the model's shapes, on the Cpu backend: x (N,C), W (O,C), bias (O),
+/// One matmul-family problem at the model's shapes, on a backend (Cpu by default, or OpenCL): x (N,C), W (O,C), bias (O),
 /// y and dy (N,O), a LoRA adapter A (r,C), B (O,r) with hidden t (N,r); seeded uniform values.
 /// </summary>
 /// <remarks>
@@ -14,12 +13,13 @@ namespace FedLora.Bench;
 /// </remarks>
 public sealed class GemmProblem : IDisposable
 {
-    private readonly Backend _cpu = new CpuBackend();
+    private readonly Backend _backend;
     private readonly float[] _x, _w, _dy, _a, _b, _bias;
     private readonly DeviceBuffer _xd, _wd, _dyd, _ad, _bd, _biasd, _yd, _dxd, _dwd, _td, _dad, _dbd;
 
-    public GemmProblem(int n, int c, int o, int rank = 0, int seed = 1234)
+    public GemmProblem(int n, int c, int o, int rank = 0, int seed = 1234, string device = "cpu")
     {
+        _backend = Backends.Create(device);
         (N, C, O, Rank) = (n, c, o, rank);
         var rng = new Random(seed);
         _x = Values(rng, n * c);
@@ -34,12 +34,12 @@ public sealed class GemmProblem : IDisposable
         _ad = Upload(_a);
         _bd = Upload(_b);
         _biasd = Upload(_bias);
-        _yd = _cpu.Allocate(n * o);
-        _dxd = _cpu.Allocate(n * c);
-        _dwd = _cpu.Allocate(o * c);
-        _td = _cpu.Allocate(n * rank);
-        _dad = _cpu.Allocate(rank * c);
-        _dbd = _cpu.Allocate(o * rank);
+        _yd = _backend.Allocate(n * o);
+        _dxd = _backend.Allocate(n * c);
+        _dwd = _backend.Allocate(o * c);
+        _td = _backend.Allocate(n * rank);
+        _dad = _backend.Allocate(rank * c);
+        _dbd = _backend.Allocate(o * rank);
     }
 
     public int N { get; }
@@ -59,16 +59,37 @@ public sealed class GemmProblem : IDisposable
     /// <summary>LoRA backward with every gradient: u = dy B, dx (K = O + r), dW, dB, dA.</summary>
     public double LoraBackwardFlops => 2.0 * N * O * Rank + 2.0 * N * (O + Rank) * C + 2.0 * N * O * C + 2.0 * N * O * Rank + 2.0 * N * Rank * C;
 
-    public void Forward() => _cpu.MatmulForward(N, C, O, _xd, _wd, _biasd, _yd);
+    // Each op ends with Synchronize() so that a timer stops after the work, on asynchronous devices too
+    // (OpenCL); on the Cpu backend it returns at once.
+    public void Forward()
+    {
+        _backend.MatmulForward(N, C, O, _xd, _wd, _biasd, _yd);
+        _backend.Synchronize();
+    }
 
-    public void BackwardInput() => _cpu.MatmulBackward(N, C, O, _dyd, _xd, _wd, _dxd, null, null);
+    public void BackwardInput()
+    {
+        _backend.MatmulBackward(N, C, O, _dyd, _xd, _wd, _dxd, null, null);
+        _backend.Synchronize();
+    }
 
-    public void BackwardWeight() => _cpu.MatmulBackward(N, C, O, _dyd, _xd, _wd, null, _dwd, null);
+    public void BackwardWeight()
+    {
+        _backend.MatmulBackward(N, C, O, _dyd, _xd, _wd, null, _dwd, null);
+        _backend.Synchronize();
+    }
 
-    public void LoraForward() => _cpu.LowRankMatmulForward(N, C, O, Rank, _xd, _wd, _biasd, _ad, _bd, Scale, null, _td, _yd);
+    public void LoraForward()
+    {
+        _backend.LowRankMatmulForward(N, C, O, Rank, _xd, _wd, _biasd, _ad, _bd, Scale, null, _td, _yd);
+        _backend.Synchronize();
+    }
 
-    public void LoraBackward() =>
-        _cpu.LowRankMatmulBackward(N, C, O, Rank, _dyd, _xd, _wd, _ad, _bd, Scale, null, _td, _dxd, _dwd, null, _dad, _dbd);
+    public void LoraBackward()
+    {
+        _backend.LowRankMatmulBackward(N, C, O, Rank, _dyd, _xd, _wd, _ad, _bd, Scale, null, _td, _dxd, _dwd, null, _dad, _dbd);
+        _backend.Synchronize();
+    }
 
     /// <summary>Runs each op once from zeroed outputs and checks sampled entries; throws on a mismatch.</summary>
     public void Check()
@@ -82,21 +103,21 @@ public sealed class GemmProblem : IDisposable
     {
         var rng = new Random(99);
         Forward();
-        var y = _cpu.ToArray(_yd);
+        var y = _backend.ToArray(_yd);
         Sample(rng, "forward y", N, O, y, (i, j) => _bias[j] + Dot(C, (p) => _x[i * C + p], (p) => _w[j * C + p]), C);
 
-        _cpu.Fill(_dxd, 0);
+        _backend.Fill(_dxd, 0);
         BackwardInput();
-        var dx = _cpu.ToArray(_dxd);
+        var dx = _backend.ToArray(_dxd);
         Sample(rng, "backward dx", N, C, dx, (i, j) => Dot(O, (p) => _dy[i * O + p], (p) => _w[p * C + j]), O);
 
-        _cpu.Fill(_dwd, 0);
+        _backend.Fill(_dwd, 0);
         BackwardWeight();
-        var dw = _cpu.ToArray(_dwd);
+        var dw = _backend.ToArray(_dwd);
         Sample(rng, "backward dW", O, C, dw, (i, j) => Dot(N, (p) => _dy[p * O + i], (p) => _x[p * C + j]), N);
 
-        _cpu.Fill(_dxd, 0);
-        _cpu.Fill(_dwd, 0);
+        _backend.Fill(_dxd, 0);
+        _backend.Fill(_dwd, 0);
     }
 
     /// <summary>Checks the LoRA forward's y and the LoRA backward's dA at sampled entries.</summary>
@@ -106,17 +127,17 @@ public sealed class GemmProblem : IDisposable
         if (Rank > 0)
         {
             LoraForward();
-            var y = _cpu.ToArray(_yd);
+            var y = _backend.ToArray(_yd);
             Sample(rng, "LoRA forward y", N, O, y, (i, j) =>
             {
                 var sum = (double)_bias[j] + Dot(C, (p) => _x[i * C + p], (p) => _w[j * C + p]);
                 for (var q = 0; q < Rank; q++) sum += Scale * Dot(C, (p) => _x[i * C + p], (p) => _a[q * C + p]) * _b[j * Rank + q];
                 return sum;
             }, C + Rank);
-            _cpu.Fill(_dad, 0);
-            _cpu.Fill(_dbd, 0);
+            _backend.Fill(_dad, 0);
+            _backend.Fill(_dbd, 0);
             LoraBackward();
-            var da = _cpu.ToArray(_dad);
+            var da = _backend.ToArray(_dad);
             Sample(rng, "LoRA backward dA", Rank, C, da, (q, j) =>
             {
                 double sum = 0;
@@ -124,8 +145,8 @@ public sealed class GemmProblem : IDisposable
                 return Scale * sum;
             }, N * 4, samples: 4);
         }
-        _cpu.Fill(_dxd, 0);
-        _cpu.Fill(_dwd, 0);
+        _backend.Fill(_dxd, 0);
+        _backend.Fill(_dwd, 0);
     }
 
     private static double Dot(int k, Func<int, float> left, Func<int, float> right)
@@ -162,10 +183,10 @@ public sealed class GemmProblem : IDisposable
 
     private DeviceBuffer Upload(float[] values)
     {
-        var buffer = _cpu.Allocate(values.Length);
-        _cpu.Upload(values, buffer);
+        var buffer = _backend.Allocate(values.Length);
+        _backend.Upload(values, buffer);
         return buffer;
     }
 
-    public void Dispose() => _cpu.Dispose();
+    public void Dispose() => _backend.Dispose();
 }

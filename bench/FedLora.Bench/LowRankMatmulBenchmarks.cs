@@ -19,12 +19,16 @@ public class LowRankMatmulBenchmarks : IFlopCount, IDisposable
     [Params(4, 16, 64)]
     public int Rank { get; set; }
 
+    /// <summary>The backend: "cpu", or "opencl" (the first OpenCL device; PoCL on this machine).</summary>
+    [Params("cpu", "opencl")]
+    public string Device { get; set; } = "cpu";
+
     public int N { get; set; } = 2048;
 
     [GlobalSetup]
     public void Setup()
     {
-        _problem = new GemmProblem(N, C, OTimesC * C, Rank);
+        _problem = new GemmProblem(N, C, OTimesC * C, Rank, device: Device);
         _problem.CheckLora();
     }
 

@@ -17,12 +17,16 @@ public class MatmulBenchmarks : IFlopCount, IDisposable
     [Params(1, 3, 4)]
     public int OTimesC { get; set; }
 
+    /// <summary>The backend: "cpu", or "opencl" (the first OpenCL device; PoCL on this machine).</summary>
+    [Params("cpu", "opencl")]
+    public string Device { get; set; } = "cpu";
+
     public int N { get; set; } = 2048;
 
     [GlobalSetup]
     public void Setup()
     {
-        _problem = new GemmProblem(N, C, OTimesC * C);
+        _problem = new GemmProblem(N, C, OTimesC * C, device: Device);
         _problem.CheckMatmul();
     }
 
