@@ -239,6 +239,7 @@ internal static unsafe class Simd
         MapLoop<SimdScalar, TOp>(op, x, y, z, destination, i, length);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static int MapLoop<TVector, TOp>(TOp op, float* x, float* y, float* z, float* destination, int i, int length)
         where TVector : unmanaged, ISimdFloat<TVector>
         where TOp : unmanaged, IElementwise
