@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 namespace FedLora.Kernels.Cpu;
 
 // Causal multi-head attention, one task per (batch, head) pair, each on one thread's scratch.
@@ -104,6 +105,7 @@ public unsafe partial class CpuBackend
     private static int Aligned(int floats) => RoundUp(floats, 16);
 
     /// <summary>One (b, h) pair's forward pass. qkv points at its q (row stride 3C), att at its (T,T) block, y at its output (row stride C).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void AttentionForwardPair<TVector>(AttentionShape shape, float* qkv, float* att, float* y)
         where TVector : unmanaged, ISimdFloat<TVector>
     {
@@ -136,6 +138,7 @@ public unsafe partial class CpuBackend
     }
 
     /// <summary>One (b, h) pair's backward pass; dy points at its output gradient (row stride C), dqkv like qkv.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void AttentionBackwardPair<TVector>(AttentionShape shape, float* qkv, float* att, float* dy, float* dqkv)
         where TVector : unmanaged, ISimdFloat<TVector>
     {
@@ -200,6 +203,7 @@ public unsafe partial class CpuBackend
     }
 
     /// <summary>destination[d * tp + j] = source[j * stride + d] for j &lt; T, d &lt; hs; 0 for T &lt;= j &lt; tp.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackTransposed(float* source, int stride, int t, int hs, float* destination, int tp)
     {
         for (var j = 0; j < t; j++)
@@ -211,6 +215,7 @@ public unsafe partial class CpuBackend
     }
 
     /// <summary>destination[j * hsP + d] = source[j * stride + d] for j &lt; T, d &lt; hs; 0 elsewhere in (T+3, hsP).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackRows(float* source, int stride, int t, int hs, float* destination, int hsP)
     {
         for (var j = 0; j < t; j++)
@@ -222,6 +227,7 @@ public unsafe partial class CpuBackend
     }
 
     /// <summary>destination[0..n) = source[0..n).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void CopyFloats<TVector>(float* source, float* destination, int n) where TVector : unmanaged, ISimdFloat<TVector>
     {
         var p = 0;
@@ -233,6 +239,7 @@ public unsafe partial class CpuBackend
     /// Four rows of scores: s[r * tp + j] = sum_d q_r[d] kT[d * tp + j] for j &lt; jEnd (a multiple of the width).
     /// q0..q3 are the rows' query (or output-gradient) vectors of hs floats; kT is (hs, tp).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ScoresBlock<TVector>(float* q0, float* q1, float* q2, float* q3, int hs, float* kT, int tp, int jEnd, float* s)
         where TVector : unmanaged, ISimdFloat<TVector>
     {
@@ -292,6 +299,7 @@ public unsafe partial class CpuBackend
     /// s[0..n) = softmax(scale s[0..n)) in place, the max subtracted before exp; s[n..) up to the
     /// next whole vector becomes 0.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void SoftmaxCausalRow<TVector>(float* s, int n, float scale) where TVector : unmanaged, ISimdFloat<TVector>
     {
         var w = TVector.Count;
@@ -313,6 +321,7 @@ public unsafe partial class CpuBackend
     }
 
     /// <summary>An attention row of T floats: p[0..n), then zeros.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void StoreAttentionRow<TVector>(float* p, int n, float* row, int t) where TVector : unmanaged, ISimdFloat<TVector>
     {
         CopyFloats<TVector>(p, row, n);
@@ -322,6 +331,7 @@ public unsafe partial class CpuBackend
     /// <summary>
     /// ds[j] = scale p[j] (dp[j] - sum_l p[l] dp[l]) for j &lt; n, 0 for n &lt;= j &lt; jEnd; p is 0 from n to jEnd.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void SoftmaxBackwardRow<TVector>(float* p, float* dp, float* ds, int n, int jEnd, float scale)
         where TVector : unmanaged, ISimdFloat<TVector>
     {
@@ -341,6 +351,7 @@ public unsafe partial class CpuBackend
     /// Four rows o_r = sum_{j &lt;= i0 + r} p[r * tp + j] v[j * hsP + ..] (causal: row r never reads a
     /// column past i0 + r). p is (4, tp), v is (at least i0 + 4, hsP), o is (4, hsP).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void WeightedRowsBlock<TVector>(float* p, int tp, int i0, float* v, int hsP, float* o)
         where TVector : unmanaged, ISimdFloat<TVector>
     {
@@ -429,6 +440,7 @@ public unsafe partial class CpuBackend
     /// update (dk += dS^T q, dv += P^T dy for four query rows). a is (4, tp), rows is (4, hsP),
     /// destination is (count, hsP).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RankFourUpdate<TVector>(float* a, int tp, float* rows, int hsP, float* destination, int count)
         where TVector : unmanaged, ISimdFloat<TVector>
     {

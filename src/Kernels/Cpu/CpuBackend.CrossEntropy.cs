@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace FedLora.Kernels.Cpu;
 
 // Softmax cross-entropy: rows in parallel; per row a max pass, an exp-and-sum pass that writes the
@@ -59,6 +61,7 @@ public unsafe partial class CpuBackend
     }
 
     /// <summary>probabilities = e^(z - max) / sum over one row of length V; returns (max, sum).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static (float Max, float Sum) SoftmaxRow<TVector>(int vocab, float* z, float* probabilities)
         where TVector : unmanaged, ISimdFloat<TVector>
     {

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace FedLora.Kernels.Cpu;
 
 // Layernorm: rows in parallel, each row a few vector passes. The parameter gradients sum over rows,
@@ -69,6 +71,7 @@ public unsafe partial class CpuBackend
     }
 
     /// <summary>One row: mean, then the variance about it (two passes, no cancellation), then the output.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void LayerNormForwardRow<TVector>(int c, float* x, float* weight, float* bias, float* y, float* mean, float* rstd)
         where TVector : unmanaged, ISimdFloat<TVector>
     {
@@ -136,6 +139,7 @@ public unsafe partial class CpuBackend
     }
 
     /// <summary>One row's input gradient, and its terms of the (optional) parameter-gradient partials dw and db.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void LayerNormBackwardRow<TVector>(int c, float* dy, float* x, float* weight, float mean, float rstd,
         float* dx, float* dw, float* db)
         where TVector : unmanaged, ISimdFloat<TVector>

@@ -56,6 +56,7 @@ public unsafe partial class CpuBackend
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static int AdamW<TVector>(AdamWStep step, float* g, float* mask, float* p, float* m, float* v, int i, int n)
         where TVector : unmanaged, ISimdFloat<TVector>
     {

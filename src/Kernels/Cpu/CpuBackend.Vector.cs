@@ -98,6 +98,7 @@ public unsafe partial class CpuBackend
 
     // Each width widens its floats to two double vectors; this reduction does not fit the
     // float-only ISimdFloat face, so it is written out per width.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static double SumOfSquaresRange(float* x, int n)
     {
         var i = 0;
