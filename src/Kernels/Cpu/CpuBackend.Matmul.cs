@@ -25,7 +25,8 @@ public partial class CpuBackend
 
     /// <summary>
     /// dx(N,C) += dy(N,O) W(O,C): M = N, N = C, K = O. dW(O,C) += dy^T x: M = O, N = C, K = N, with
-    /// dbias(O) += colsum(dy) folded into the packing of dy^T (or one pass over dy without dW).
+    /// dbias(O) += colsum(dy) summed by the dW tiles from the rows of dy^T they own (or one pass over
+    /// dy without dW).
     /// </summary>
     protected override unsafe void MatmulBackwardCore(int n, int c, int o, BufferView outputGrad, BufferView input, BufferView weight,
         BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad)

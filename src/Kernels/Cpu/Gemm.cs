@@ -86,8 +86,8 @@ internal static unsafe class Gemm
     /// <summary>
     /// c(M,N) = a b + bias, or c += a b when <paramref name="accumulate"/>. a is (M,K) as an operand of
     /// rows i, b is (K,N) as an operand of columns i. bias (N) may be null and is only read when
-    /// overwriting. rowSums (M), if not null, receives += the row sums of a (a bias gradient folded
-    /// into packing: with a = dy^T they are colsum(dy)).
+    /// overwriting. rowSums (M), if not null, receives += the row sums of a, added in K order by the
+    /// tiles that own those rows (a bias gradient folded into the GEMM: with a = dy^T they are colsum(dy)).
     /// </summary>
     public static void Run(int m, int n, int k, in GemmOperand a, in GemmOperand b, in GemmOutput c,
         bool accumulate, float* bias = null, float* rowSums = null)
