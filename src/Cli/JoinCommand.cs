@@ -56,13 +56,7 @@ internal static class JoinCommand
             };
             var client = new JoinClient(http, id, secret, backend, shards.Clients[id], options);
             client.Log += message => AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"  {message}");
-            using var stop = new CancellationTokenSource();
-            ConsoleCancelEventHandler onCancel = (_, e) =>
-            {
-                e.Cancel = true;
-                stop.Cancel();
-            };
-            Console.CancelKeyPress += onCancel;
+            using var stop = new CtrlC();
             try
             {
                 AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
@@ -80,10 +74,6 @@ internal static class JoinCommand
             catch (Exception e) when (e is JoinRefusedException or HttpRequestException or TimeoutException)
             {
                 throw new UsageException(e.Message);
-            }
-            finally
-            {
-                Console.CancelKeyPress -= onCancel;
             }
         }));
         return command;

@@ -88,43 +88,30 @@ internal static class ServeCommand
             AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
                 $"  round {round + 1}/{options.Rounds}: {entries.Count(e => e.UploadBytes > 0)} updates, down {CommonOptions.Megabytes(entries.Sum(e => e.DownloadBytes))} MB, up {CommonOptions.Megabytes(entries.Sum(e => e.UploadBytes))} MB; saved to {options.StateDirectory}");
         };
-        using var stop = new CancellationTokenSource();
-        ConsoleCancelEventHandler onCancel = (_, e) =>
+        using var stop = new CtrlC();
+        var uri = await server.StartAsync(address, port, certificate).ConfigureAwait(false);
+        var resumed = server.Coordinator.State.Round;
+        AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
+            $"serve: {strategy.Name}, {budgets.Count} clients, {options.ClientsPerRound} per round, {options.Rounds} rounds{(resumed > 0 ? $" (resuming at round {resumed + 1})" : "")}, listening on {uri}; waiting for every client to enroll");
+        var finished = await Task.WhenAny(server.Finished, Task.Delay(Timeout.Infinite, stop.Token)).ConfigureAwait(false) == server.Finished;
+        if (!finished)
         {
-            e.Cancel = true;
-            stop.Cancel();
-        };
-        Console.CancelKeyPress += onCancel;
+            AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"stopped at round {server.Coordinator.State.Round + 1}; run the same command again to resume from {options.StateDirectory}");
+            return 130;
+        }
+        var saved = SaveGlobal(server, output);
+        AnsiConsole.MarkupLine("telling the clients the job is over (up to 60 s)");
         try
         {
-            var uri = await server.StartAsync(address, port, certificate).ConfigureAwait(false);
-            var resumed = server.Coordinator.State.Round;
-            AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
-                $"serve: {strategy.Name}, {budgets.Count} clients, {options.ClientsPerRound} per round, {options.Rounds} rounds{(resumed > 0 ? $" (resuming at round {resumed + 1})" : "")}, listening on {uri}; waiting for every client to enroll");
-            var finished = await Task.WhenAny(server.Finished, Task.Delay(Timeout.Infinite, stop.Token)).ConfigureAwait(false) == server.Finished;
-            if (!finished)
-            {
-                AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"stopped at round {server.Coordinator.State.Round + 1}; run the same command again to resume from {options.StateDirectory}");
-                return 130;
-            }
-            var saved = SaveGlobal(server, output);
-            AnsiConsole.MarkupLine("telling the clients the job is over (up to 60 s)");
-            try
-            {
-                await server.LingerAsync(TimeSpan.FromSeconds(60), stop.Token).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
-                // Ctrl+C: the job is saved already.
-            }
-            AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
-                $"done: {options.Rounds} rounds, down {CommonOptions.Megabytes(server.Coordinator.Ledger.TotalDownload())} MB, up {CommonOptions.Megabytes(server.Coordinator.Ledger.TotalUpload())} MB; global model: {saved}");
-            return 0;
+            await server.LingerAsync(TimeSpan.FromSeconds(60), stop.Token).ConfigureAwait(false);
         }
-        finally
+        catch (OperationCanceledException)
         {
-            Console.CancelKeyPress -= onCancel;
+            // Ctrl+C: the job is saved already.
         }
+        AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
+            $"done: {options.Rounds} rounds, down {CommonOptions.Megabytes(server.Coordinator.Ledger.TotalDownload())} MB, up {CommonOptions.Megabytes(server.Coordinator.Ledger.TotalUpload())} MB; global model: {saved}");
+        return 0;
     }
 
     /// <summary>Saves the global model: its adapters, or for FLoRA the merged base weights.</summary>

@@ -121,7 +121,7 @@ public sealed class FederatedSimulation
             var plan = _strategy.ConfigureRound(round, state, sampled, random);
             var updates = new List<ClientUpdate>();
             var clientResults = new List<ClientRoundResult>();
-            var uploads = new Dictionary<int, long>();
+            var sent = new Dictionary<int, (long Down, long Up)>();
             foreach (var assignment in plan.Assignments)
             {
                 cancellation.ThrowIfCancellationRequested();
@@ -129,13 +129,13 @@ public sealed class FederatedSimulation
                 updates.Add(update);
                 var down = WirePayload.SizeOf(assignment.Download);
                 var up = WirePayload.SizeOf(update.Upload.ToArray());
-                uploads[assignment.ClientId] = up;
+                sent[assignment.ClientId] = (down, up);
                 clientResults.Add(new ClientRoundResult(round, assignment.ClientId, assignment.Rank, loss, down, up));
             }
             var aggregation = _strategy.Aggregate(plan, state, updates);
             state = aggregation.State;
             if (aggregation.BaseUpdate is { } baseUpdate) GlobalModel.MergeIntoBase(_model, baseUpdate);
-            RecordLedger(round, plan, aggregation, uploads);
+            RecordLedger(round, aggregation, sent);
             var evaluation = Evaluate(state);
             watch.Stop();
             var result = new RoundResult(round, clientResults, evaluation, Ledger.TotalDownload(round), Ledger.TotalUpload(round), watch.Elapsed.TotalSeconds);
@@ -186,15 +186,14 @@ public sealed class FederatedSimulation
         return ClientTraining.Train(_model, assignment, source, _options.Local, step => onClientStep?.Invoke(round, client.Id, step));
     }
 
-    private void RecordLedger(int round, RoundPlan plan, AggregationResult aggregation, Dictionary<int, long> uploads)
+    /// <summary>Each client's bytes this round: its assignment and update (as sized in the loop) plus any broadcast every client receives.</summary>
+    private void RecordLedger(int round, AggregationResult aggregation, Dictionary<int, (long Down, long Up)> sent)
     {
         var broadcast = WirePayload.SizeOf(aggregation.Broadcast.ToArray());
         foreach (var client in _clients)
         {
-            var assigned = plan.Assignments.FirstOrDefault(a => a.ClientId == client.Id);
-            var down = (assigned is null ? 0 : WirePayload.SizeOf(assigned.Download)) + broadcast;
-            var up = uploads.GetValueOrDefault(client.Id);
-            if (down > 0 || up > 0) Ledger.Record(round, client.Id, down, up);
+            var (down, up) = sent.GetValueOrDefault(client.Id);
+            if (down + broadcast > 0 || up > 0) Ledger.Record(round, client.Id, down + broadcast, up);
         }
     }
 }

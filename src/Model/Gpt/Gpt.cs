@@ -380,7 +380,7 @@ public sealed class Gpt : IDisposable
     /// </summary>
     private sealed class Activations
     {
-        private readonly int _rows, _c, _v, _nh, _maxT, _layerStride, _attentionSlot;
+        private readonly int _rows, _c, _v, _nh, _layerStride, _attentionSlot;
         private readonly int _encoded, _layers, _lnF, _lnFMean, _lnFRstd, _logits, _probabilities, _losses;
         private float[] _lossesHost = [];
 
@@ -390,8 +390,8 @@ public sealed class Gpt : IDisposable
             _c = config.Channels;
             _v = config.VocabSize;
             _nh = config.Heads;
-            _maxT = rows / maxBatch;
-            _attentionSlot = checked(maxBatch * _nh * _maxT * _maxT);
+            var maxT = rows / maxBatch;
+            _attentionSlot = checked(maxBatch * _nh * maxT * maxT);
             // Per block: ln1, attention output, attention projection, residual2, ln2, mlp projection,
             // residual3 (C each), qkv (3C), mlp hidden and gelu (4C each), four (N) statistics, attention.
             _layerStride = checked(rows * (7 * _c + 3 * _c + 8 * _c + 4) + _attentionSlot);
