@@ -43,8 +43,9 @@ internal unsafe struct GemmOutput
 /// <para>Blocking (BLIS's, adapted to a in place): for each chunk of NC columns (K x NC floats of packed b
 /// within L3), one parallel job first packs b's chunk into NR-wide micro-panels holding the whole K,
 /// then computes output tiles of (at most MT rows) x (a run of micro-panels), one tile per task. a is
-/// read in place when it is a plain strided matrix (x, dy, dy^T: the kernels take its strides);
-/// otherwise, and for edge rows and LoRA's K tail, a tile packs it once into MR-wide panels. A tile
+/// read in place when it is a plain strided matrix (x, dy, dy^T: the kernels take its strides) with a
+/// short enough K stride (GemmPack.ReadsInPlace); otherwise, and for edge rows and LoRA's K tail, a tile
+/// packs it into MR-wide panels, one group of K blocks at a time. A tile
 /// walks K in groups (its a slice stays in L2), b's micro-panels, K blocks of KC (a KC x NR
 /// micro-panel stays in L1) and MR-row panels; its c tile stays in L1 across a group's K blocks.</para>
 /// <para>Determinism: each output element belongs to exactly one task, which adds its K blocks in
@@ -234,7 +235,7 @@ internal static unsafe class Gemm
         /// The tile's loop nest: for each group of K blocks (GroupK entries), for each micro-panel of b, for
         /// each K block of the group, for each MR-row panel of a. The c tile (rows x NR) stays in L1 across
         /// a group's K blocks (one group when K &lt;= 512 at MT = 128), the group's slice of a (read in place,
-        /// or packed once up front) in L2 across b's micro-panels, and each KC x NR micro-panel of b in L1
+        /// or packed at the group's start) in L2 across b's micro-panels, and each KC x NR micro-panel of b in L1
         /// across the row panels.
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -257,26 +258,14 @@ internal static unsafe class Gemm
             var headInPlace = GemmPack.ReadsInPlace(head);
             var tile = stackalloc float[mr * nr + 16];
             var direct = C.IsDirect;
-
-            // What the kernel cannot read in place is packed once, over all of K: packed panel ip holds
-            // K x MR floats at packedA + ip*MR*K (for an in-place panel, only its tail entries).
-            var packedA = GemmWorkspace.Worker.PackedA((long)rowPanels * mr * K);
-            for (var ip = 0; ip < rowPanels; ip++)
+            if (colBlock == 0 && RowSums != null)
             {
-                var i = i0 + ip * mr;
-                var valid = Math.Min(mr, i0 + rows - i);
-                var panel = packedA + (nint)ip * mr * K;
-                if (!headInPlace || valid < mr)
-                {
-                    GemmPack.Panel(A, i, valid, mr, 0, K, panel);
-                }
-                else if (tailK > 0)
-                {
-                    GemmPack.Panel(A, i, valid, mr, A.HeadK, tailK, panel + (nint)A.HeadK * mr);
-                }
-                if (colBlock == 0 && RowSums != null) GemmPack.AddRowSums(A, i, valid, 0, K, RowSums + i);
+                for (var i = i0; i < i0 + rows; i += mr) GemmPack.AddRowSums(A, i, Math.Min(mr, i0 + rows - i), 0, K, RowSums + i);
             }
 
+            // What the kernel cannot read in place is packed group by group: packed panel ip holds the
+            // group's K entries x MR floats at packedA + ip*MR*GroupK (for an in-place panel, only its tail entries).
+            var packedA = GemmWorkspace.Worker.PackedA((long)rowPanels * mr * (GroupK + Shape.KC));
             for (var g0 = 0; g0 < K;)
             {
                 // A group of K blocks whose slice of a (rows x GroupK) stays in L2 while b's micro-panels pass.
@@ -286,6 +275,22 @@ internal static unsafe class Gemm
                     var inHead = gEnd < A.HeadK;
                     var kc = Math.Min(Shape.KC, (inHead ? A.HeadK : K) - gEnd);
                     gEnd += kc + (mergeTail && inHead && gEnd + kc == A.HeadK ? tailK : 0);
+                }
+                var groupK = gEnd - g0;
+                for (var ip = 0; ip < rowPanels; ip++)
+                {
+                    var i = i0 + ip * mr;
+                    var valid = Math.Min(mr, i0 + rows - i);
+                    var panel = packedA + (nint)ip * mr * groupK;
+                    if (!headInPlace || valid < mr)
+                    {
+                        GemmPack.Panel(A, i, valid, mr, g0, groupK, panel);
+                    }
+                    else if (gEnd > A.HeadK)
+                    {
+                        var from = Math.Max(g0, A.HeadK);
+                        GemmPack.Panel(A, i, valid, mr, from, gEnd - from, panel + (nint)(from - g0) * mr);
+                    }
                 }
                 for (var jp = firstPanel; jp < lastPanel; jp++)
                 {
@@ -305,7 +310,7 @@ internal static unsafe class Gemm
                         {
                             var i = i0 + ip * mr;
                             var valid = Math.Min(mr, i0 + rows - i);
-                            var panel = packedA + (nint)ip * mr * K;
+                            var panel = packedA + (nint)ip * mr * groupK - (nint)g0 * mr;
                             // In place: kc entries at a[i*ars + p*aks], then kcTail packed ones; else all packed.
                             var inPlace = inHead && headInPlace && valid == mr;
                             var a = inPlace ? head.Data + i * head.RowStride + p0 * head.KStride : panel + (nint)p0 * mr;

@@ -11,7 +11,7 @@ public class LowRankMatmulTests
     [
         (0, 7, 17, 4), (7, 0, 17, 4), (7, 17, 0, 4), (1, 1, 1, 1), (7, 17, 33, 1), (17, 33, 7, 7), (33, 129, 17, 16),
         (129, 17, 33, 17), (17, 129, 129, 33), (129, 33, 129, 4), (300, 33, 17, 7), (17, 300, 33, 16), (1024, 600, 33, 16),
-        (128, 128, 384, 16),
+        (128, 128, 384, 16), (300, 17, 2049, 16),
     ];
 
     /// <summary>How ranks are selected: null (all r), a shuffled subset of about r/2, a shuffled full permutation.</summary>

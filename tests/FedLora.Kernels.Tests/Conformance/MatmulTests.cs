@@ -9,13 +9,15 @@ public class MatmulTests
 {
     /// <summary>
     /// (N, C, O): each odd size in each position, zeros included; K past one K block (300); K past one
-    /// group of K blocks on 128-row tiles (forward 1024x600, dW 1024x600); the model's qkv shape.
+    /// group of K blocks on 128-row tiles (forward 1024x600, dW 1024x600); the model's qkv shape; a K stride
+    /// of dy^T long enough to be packed (O = 2049).
     /// </summary>
     internal static readonly (int N, int C, int O)[] Shapes =
     [
         (0, 7, 17), (7, 0, 17), (7, 17, 0), (1, 1, 1), (1, 7, 17), (7, 1, 33), (17, 33, 1), (33, 17, 7),
         (129, 7, 33), (7, 129, 17), (17, 33, 129), (33, 129, 129), (129, 129, 7), (129, 33, 17), (1, 129, 129),
         (129, 1, 129), (17, 300, 33), (300, 33, 17), (1024, 600, 33), (600, 17, 1024), (128, 128, 384),
+        (300, 17, 2049),
     ];
 
     public static TheoryData<string, int, int, int, bool> ForwardCases()
