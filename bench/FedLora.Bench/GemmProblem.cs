@@ -50,14 +50,35 @@ public sealed class GemmProblem : IDisposable
     /// <summary>The LoRA scale used by every LoRA op here (alpha = 2r, peft's default scaling alpha/r).</summary>
     public const float Scale = 2f;
 
-    /// <summary>Multiply-adds times two of one plain GEMM: 2 N C O.</summary>
-    public double GemmFlops => 2.0 * N * C * O;
+    /// <summary>The FLOP counts of one problem size.</summary>
+    public readonly record struct Size(double N, double C, double O, double Rank)
+    {
+        /// <summary>Multiply-adds times two of one plain GEMM: 2 N C O.</summary>
+        public double GemmFlops => 2.0 * N * C * O;
 
-    /// <summary>LoRA forward: 2NCO + 2NCr + 2NrO (the base GEMM, t = x A^T, and s t B^T).</summary>
-    public double LoraForwardFlops => 2.0 * N * C * O + 2.0 * N * C * Rank + 2.0 * N * Rank * O;
+        /// <summary>LoRA forward: 2NCO + 2NCr + 2NrO (the base GEMM, t = x A^T, and s t B^T).</summary>
+        public double LoraForwardFlops => GemmFlops + 2.0 * N * C * Rank + 2.0 * N * Rank * O;
 
-    /// <summary>LoRA backward with every gradient: u = dy B, dx (K = O + r), dW, dB, dA.</summary>
-    public double LoraBackwardFlops => 2.0 * N * O * Rank + 2.0 * N * (O + Rank) * C + 2.0 * N * O * C + 2.0 * N * O * Rank + 2.0 * N * Rank * C;
+        /// <summary>LoRA backward with the base frozen: u = dy B, dx (K = O + r), dB, dA.</summary>
+        public double LoraBackwardFrozenBaseFlops => 2.0 * N * O * Rank + 2.0 * N * (O + Rank) * C + 2.0 * N * O * Rank + 2.0 * N * Rank * C;
+
+        /// <summary>LoRA backward with every gradient: the frozen-base ones and dW.</summary>
+        public double LoraBackwardFlops => LoraBackwardFrozenBaseFlops + GemmFlops;
+    }
+
+    private Size Flops => new(N, C, O, Rank);
+
+    /// <inheritdoc cref="Size.GemmFlops"/>
+    public double GemmFlops => Flops.GemmFlops;
+
+    /// <inheritdoc cref="Size.LoraForwardFlops"/>
+    public double LoraForwardFlops => Flops.LoraForwardFlops;
+
+    /// <inheritdoc cref="Size.LoraBackwardFrozenBaseFlops"/>
+    public double LoraBackwardFrozenBaseFlops => Flops.LoraBackwardFrozenBaseFlops;
+
+    /// <inheritdoc cref="Size.LoraBackwardFlops"/>
+    public double LoraBackwardFlops => Flops.LoraBackwardFlops;
 
     // Each op ends with Synchronize() so that a timer stops after the work, on asynchronous devices too
     // (OpenCL); on the Cpu backend it returns at once.
@@ -88,6 +109,13 @@ public sealed class GemmProblem : IDisposable
     public void LoraBackward()
     {
         _backend.LowRankMatmulBackward(N, C, O, Rank, _dyd, _xd, _wd, _ad, _bd, Scale, null, _td, _dxd, _dwd, null, _dad, _dbd);
+        _backend.Synchronize();
+    }
+
+    /// <summary>LoRA backward of fine-tuning (base frozen): u, dx, dB, dA; no dW.</summary>
+    public void LoraBackwardFrozenBase()
+    {
+        _backend.LowRankMatmulBackward(N, C, O, Rank, _dyd, _xd, _wd, _ad, _bd, Scale, null, _td, _dxd, null, null, _dad, _dbd);
         _backend.Synchronize();
     }
 

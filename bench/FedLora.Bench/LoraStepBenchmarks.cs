@@ -28,6 +28,9 @@ public class LoraStepBenchmarks : IDisposable
 
     public const int Batch = 8, Time = 256, Rank = 16;
 
+    /// <summary>The backend the step runs on (the Cpu backend; a profiling one for `--profile-lora-step`).</summary>
+    internal Func<Backend> CreateBackend { get; init; } = () => new CpuBackend();
+
     public static GptConfig ModelConfig(string name) => name switch
     {
         "L4-C128" => new GptConfig(VocabSize: 257, ContextLength: Time, Layers: 4, Channels: 128, Heads: 4),
@@ -38,7 +41,7 @@ public class LoraStepBenchmarks : IDisposable
     [GlobalSetup]
     public void Setup()
     {
-        _backend = new CpuBackend();
+        _backend = CreateBackend();
         _model = new Gpt(_backend, ModelConfig(Config), Batch, Time);
         _model.InitializeParameters(new Random(1));
         _adapters = new AdapterSet(_backend, _model.Layout.LoraModules(LoraTargets.All), Rank, alpha: 2 * Rank, LoraScaling.Standard);

@@ -3,7 +3,7 @@ using BenchmarkDotNet.Attributes;
 namespace FedLora.Bench;
 
 /// <summary>
-/// LoRA matmul forward and backward (all gradients) at N = 2048, C in {128, 256, 512}, O in {C, 3C, 4C},
+/// LoRA matmul forward and backward (all gradients, and with the base frozen) at N = 2048, C in {128, 256, 512}, O in {C, 3C, 4C},
 /// r in {4, 16, 64}. GFLOP/s counts the adapter's FLOPs (see <see cref="GemmProblem"/>).
 /// </summary>
 public class LowRankMatmulBenchmarks : IFlopCount, IDisposable
@@ -45,11 +45,18 @@ public class LowRankMatmulBenchmarks : IFlopCount, IDisposable
     [Benchmark]
     public void Backward() => _problem!.LoraBackward();
 
+    /// <summary>The backward of LoRA fine-tuning: the base is frozen, so no dW.</summary>
+    [Benchmark]
+    public void BackwardFrozenBase() => _problem!.LoraBackwardFrozenBase();
+
     public double Flops(string method)
     {
-        var problem = new { N = (double)N, C = (double)C, O = (double)OTimesC * C, R = (double)Rank };
-        return method == nameof(Forward)
-            ? 2 * problem.N * (problem.C * problem.O + problem.C * problem.R + problem.R * problem.O)
-            : 2 * problem.N * (problem.O * problem.R + (problem.O + problem.R) * problem.C + problem.O * problem.C + problem.O * problem.R + problem.R * problem.C);
+        var problem = new GemmProblem.Size(N, C, OTimesC * C, Rank);
+        return method switch
+        {
+            nameof(Forward) => problem.LoraForwardFlops,
+            nameof(Backward) => problem.LoraBackwardFlops,
+            _ => problem.LoraBackwardFrozenBaseFlops,
+        };
     }
 }
