@@ -1,23 +1,38 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 namespace FedLora.Kernels.Cpu;
 
 // Causal multi-head attention, one task per (batch, head) pair, each on one thread's scratch.
 //
-// A pair's work is small matrix products over its (T,hs) blocks of q, k and v, done four query
-// rows at a time so that every key or value vector loaded from L1 feeds four FMAs:
-//   scores S = q k^T (only the causal part: for rows i0..i0+3, columns up to i0+3), from k packed
-//   transposed (hs, Tp) so that a vector of S is a sum over d of q[d] * (a row of k^T);
-//   P = softmax(scale S) per row, max subtracted, written to the attention matrix;
-//   y = P v, from v packed as (T, hsP) rows, the columns j <= i0 for all four rows at once and
-//   the last three (the triangle) row by row, so that no row ever touches a later position.
-// The backward pass reuses the same two block kernels (dP = dy v^T, dq = dS k) and adds a third,
-// the rank-4 update dk += dS^T q, dv += P^T dy. Padding: Tp is T rounded up to 16 floats (and to
-// an odd number of cache lines), hsP is hs rounded up to the vector width; the pads are zero, so
-// the kernels run on whole vectors without tails; in the last block, rows past T repeat row i0
-// and their results are dropped. Measured at B=4, T=256, C=256, NH=4 on one core: 1.4-1.6 ms, about
-// 9x faster than the row-at-a-time SIMD loop (a dot product over hs per score, a P v axpy per row).
+// A pair's work is six small matrix products over its (T,hs) blocks of q, k, v and their gradients,
+// done by two register-blocked kernels that keep 8 rows x 2 vectors of sums in registers (with
+// hs = 32, every vector loaded feeds 8 FMAs):
+//   ScoresBlock: S = q k^T and dP = dy v^T for the 8 query rows of a block, the rows read from q^T
+//     or dy^T and the columns from k^T or v^T, all packed (hs,Tp); it runs over the columns up to
+//     the block's last row, rounded up to 2 vectors (scores past a row's diagonal are overwritten);
+//   WeightedRows: 8 rows of weights times packed (count,hsP) rows: y = P v and dq = dS k take 8
+//     rows of P or dS, dk = dS^T q and dv = P^T dy 8 columns of dS or P (read down a column).
+// Weights past each row's diagonal are set to exact zeros up to the end of its block, so every
+// product runs over whole blocks with no triangle case, and only over the causal part plus the
+// block on the diagonal; a position meets a later one only with weight 0.
+// Forward, per block of 8 query rows: S; the softmax numerators, in sweeps over the 8 rows (each
+// row's max and sum reductions then overlap the next row's work) with an exp for arguments <= 0
+// only (ExpNonPositive, less than half of Simd.Exp's instructions); the normalised attention rows,
+// streamed to memory with non-temporal stores; y = (numerators) v, scaled by each row's 1/sum.
+// Backward in two passes: per block of query rows, dP, then P (copied from the attention matrix,
+// which is read only on and below the diagonal) and dS = scale P (dP - rowsum(P dP)) into (T,Tp)
+// scratch, then dq += dS k; per block of key rows, dk += dS^T q and dv += P^T dy; so every gradient
+// row is summed in registers and added to inputGrad once.
+// Padding: Tp is T rounded up to 32 floats (so that 2-vector column tiles stay inside at every
+// width) plus 16, an odd number of cache lines, so that a walk down a column of a (.,Tp) matrix
+// visits many L1 sets; hsP is hs rounded up to 2 vectors; packed rows past T and columns past hs
+// are zero. The transposes are the GEMM's packing (GemmPack.Panel: 8x8 blocks in registers).
 public unsafe partial class CpuBackend
 {
+    /// <summary>Query (or key) rows per block: the rows of the register-blocked kernels.</summary>
+    private const int BlockRows = 8;
+
     /// <summary>
     /// Per (b, h) pair: P = softmax(q k^T / sqrt(hs)) over j &lt;= i (0 above the diagonal), y = P v.
     /// input is (B,T,3C) holding q, k, v; attention is (B,NH,T,T); output is (B,T,C); hs = C/NH.
@@ -52,6 +67,9 @@ public unsafe partial class CpuBackend
         public int Heads { get; } = heads;
         public int HeadSize { get; } = c / heads;
         public float Scale { get; } = (float)(1 / Math.Sqrt(c / heads));
+
+        /// <summary>T rounded up to whole blocks of <see cref="BlockRows"/>.</summary>
+        public int BlockedT => RoundUp(T, BlockRows);
     }
 
     private readonly struct AttentionJob(AttentionShape shape, float* input, float* attention, float* outputOrGrad, float* inputGrad,
@@ -81,15 +99,11 @@ public unsafe partial class CpuBackend
         }
     }
 
-    /// <summary>Scratch sizes of one pair: Tp (columns of k^T, v^T and the score rows) and hsP (columns of packed rows).</summary>
+    /// <summary>Scratch sizes of one pair: Tp (columns of k^T, v^T and score rows) and hsP (columns of packed rows).</summary>
     private static (int Tp, int HsP) AttentionPadding<TVector>(AttentionShape shape) where TVector : unmanaged, ISimdFloat<TVector>
     {
-        // Tp is a multiple of 16 floats (so of every width, and of 4, so that a block's columns up to
-        // i0 + 3 stay inside it), and an odd number of cache lines: the hs rows of k^T, walked down a
-        // column, then fall in different L1 sets. At T = 256 a 1 KiB stride put all 64 rows in 4 sets.
-        var tp = RoundUp(shape.T, 16);
-        if (tp / 16 % 2 == 0) tp += 16;
-        return (tp, RoundUp(shape.HeadSize, TVector.Count));
+        // At T = 256 a 1 KiB stride put all 32 rows of k^T in 4 L1 sets; 272 floats spread them.
+        return (RoundUp(shape.T, 32) + 16, RoundUp(shape.HeadSize, 2 * TVector.Count));
     }
 
     private static int RoundUp(int value, int multiple) => (value + multiple - 1) / multiple * multiple;
@@ -111,30 +125,31 @@ public unsafe partial class CpuBackend
     {
         int t = shape.T, hs = shape.HeadSize, stride = 3 * shape.C;
         var (tp, hsP) = AttentionPadding<TVector>(shape);
-        var cursor = Simd.TaskScratch(Aligned(hs * tp) + Aligned((t + 3) * hsP) + Aligned(4 * tp) + Aligned(4 * hsP));
+        var cursor = Simd.TaskScratch(2 * Aligned(hs * tp) + Aligned(t * hsP) + Aligned(BlockRows * tp) + Aligned(BlockRows * hsP)
+            + Aligned(BlockRows));
+        var queriesT = Take(ref cursor, hs * tp);
         var keysT = Take(ref cursor, hs * tp);
-        var values = Take(ref cursor, (t + 3) * hsP);
-        var scores = Take(ref cursor, 4 * tp);
-        var outputs = Take(ref cursor, 4 * hsP);
+        var values = Take(ref cursor, t * hsP);
+        var scores = Take(ref cursor, BlockRows * tp);
+        var outputs = Take(ref cursor, BlockRows * hsP);
+        var inverseSums = Take(ref cursor, BlockRows);
         PackTransposed(qkv + shape.C, stride, t, hs, keysT, tp);
-        PackRows(qkv + 2 * shape.C, stride, t, hs, values, hsP);
+        PackTransposed(qkv, stride, t, hs, queriesT, tp);
+        PackRows<TVector>(qkv + 2 * shape.C, stride, t, hs, values, hsP);
 
-        for (var i0 = 0; i0 < t; i0 += 4)
+        for (var i0 = 0; i0 < t; i0 += BlockRows)
         {
-            var rows = Math.Min(4, t - i0);
-            // Rows past T (in the last block) repeat row i0's query; their results are dropped.
-            var q = qkv + (long)i0 * stride;
-            ScoresBlock<TVector>(q, rows > 1 ? q + stride : q, rows > 2 ? q + 2 * stride : q, rows > 3 ? q + 3 * stride : q,
-                hs, keysT, tp, RoundUp(i0 + 4, TVector.Count), scores);
-            for (var r = 0; r < rows; r++)
-            {
-                var i = i0 + r;
-                SoftmaxCausalRow<TVector>(scores + r * tp, i + 1, shape.Scale);
-                StoreAttentionRow<TVector>(scores + r * tp, i + 1, att + (long)i * t, t);
-            }
-            WeightedRowsBlock<TVector>(scores, tp, i0, values, hsP, outputs);
-            for (var r = 0; r < rows; r++) CopyFloats<TVector>(outputs + r * hsP, y + (long)(i0 + r) * shape.C, hs);
+            var rows = Math.Min(BlockRows, t - i0);
+            // Rows past T have zero queries, so zero scores: finite weights whose outputs are dropped.
+            ScoresBlock<TVector>(queriesT + i0, hs, keysT, tp, RoundUp(i0 + BlockRows, 2 * TVector.Count), scores);
+            SoftmaxBlock<TVector>(scores, tp, i0, rows, shape.Scale, inverseSums);
+            for (var r = 0; r < rows; r++) StoreAttentionRow(scores + r * tp, i0 + r + 1, inverseSums[r], att + (long)(i0 + r) * t, t);
+            // The weights are 0 past each row's diagonal, so every row runs to the block's end.
+            WeightedRows<TVector>(scores, tp, 1, i0 + rows, values, hsP, outputs);
+            for (var r = 0; r < rows; r++) ScaleRow<TVector>(inverseSums[r], outputs + r * hsP, y + (long)(i0 + r) * shape.C, hs);
         }
+        // Non-temporal stores are weakly ordered: make them visible before the task reports done.
+        if (Sse.IsSupported) Sse.StoreFence();
     }
 
     /// <summary>One (b, h) pair's backward pass; dy points at its output gradient (row stride C), dqkv like qkv.</summary>
@@ -144,356 +159,403 @@ public unsafe partial class CpuBackend
     {
         int t = shape.T, hs = shape.HeadSize, stride = 3 * shape.C, c = shape.C;
         var (tp, hsP) = AttentionPadding<TVector>(shape);
-        var packed = Aligned((t + 3) * hsP);
-        var cursor = Simd.TaskScratch(Aligned(hs * tp) + 5 * packed + 3 * Aligned(4 * tp) + Aligned(4 * hsP));
+        var cursor = Simd.TaskScratch(2 * Aligned(hs * tp) + 3 * Aligned(t * hsP) + Aligned(BlockRows * tp)
+            + 2 * Aligned(shape.BlockedT * tp) + Aligned(BlockRows * hsP));
         var valuesT = Take(ref cursor, hs * tp);
-        var keys = Take(ref cursor, (t + 3) * hsP);
-        var queries = Take(ref cursor, (t + 3) * hsP);
-        var outputGrads = Take(ref cursor, (t + 3) * hsP);
-        var keyGrads = Take(ref cursor, (t + 3) * hsP);
-        var valueGrads = Take(ref cursor, (t + 3) * hsP);
-        var probabilities = Take(ref cursor, 4 * tp);
-        var probabilityGrads = Take(ref cursor, 4 * tp);
-        var scoreGrads = Take(ref cursor, 4 * tp);
-        var queryGrads = Take(ref cursor, 4 * hsP);
+        var outputGradsT = Take(ref cursor, hs * tp);
+        var keys = Take(ref cursor, t * hsP);
+        var queries = Take(ref cursor, t * hsP);
+        var outputGrads = Take(ref cursor, t * hsP);
+        var probabilityGrads = Take(ref cursor, BlockRows * tp);
+        var probabilities = Take(ref cursor, shape.BlockedT * tp);
+        var scoreGrads = Take(ref cursor, shape.BlockedT * tp);
+        var sums = Take(ref cursor, BlockRows * hsP);
         PackTransposed(qkv + 2 * c, stride, t, hs, valuesT, tp);
-        PackRows(qkv + c, stride, t, hs, keys, hsP);
-        PackRows(qkv, stride, t, hs, queries, hsP);
-        PackRows(dy, c, t, hs, outputGrads, hsP);
-        new Span<float>(keyGrads, 2 * packed).Clear();
+        PackTransposed(dy, c, t, hs, outputGradsT, tp);
+        PackRows<TVector>(qkv + c, stride, t, hs, keys, hsP);
+        PackRows<TVector>(qkv, stride, t, hs, queries, hsP);
+        PackRows<TVector>(dy, c, t, hs, outputGrads, hsP);
+        // Rows past T are the last block's missing rows: zero weights, their sums dropped.
+        new Span<float>(scoreGrads + t * tp, (shape.BlockedT - t) * tp).Clear();
 
-        for (var i0 = 0; i0 < t; i0 += 4)
+        // Per block of query rows: dP, then P and dS into (T,Tp) scratch with zeros past each
+        // diagonal up to the block's end, then dq += dS k.
+        for (var i0 = 0; i0 < t; i0 += BlockRows)
         {
-            var rows = Math.Min(4, t - i0);
-            var jEnd = RoundUp(i0 + 4, TVector.Count);
-            var g = dy + (long)i0 * c;
-            ScoresBlock<TVector>(g, rows > 1 ? g + c : g, rows > 2 ? g + 2 * c : g, rows > 3 ? g + 3 * c : g,
-                hs, valuesT, tp, jEnd, probabilityGrads);
-            for (var r = 0; r < 4; r++)
-            {
-                var p = probabilities + r * tp;
-                var ds = scoreGrads + r * tp;
-                if (r >= rows)
-                {
-                    new Span<float>(p, jEnd).Clear();
-                    new Span<float>(ds, jEnd).Clear();
-                    continue;
-                }
-                var i = i0 + r;
-                CopyFloats<TVector>(att + (long)i * t, p, i + 1);
-                new Span<float>(p + i + 1, jEnd - i - 1).Clear();
-                SoftmaxBackwardRow<TVector>(p, probabilityGrads + r * tp, ds, i + 1, jEnd, shape.Scale);
-            }
-            WeightedRowsBlock<TVector>(scoreGrads, tp, i0, keys, hsP, queryGrads);
-            for (var r = 0; r < rows; r++)
-            {
-                var dq = dqkv + (long)(i0 + r) * stride;
-                Simd.MapRange(default(AddOperator), queryGrads + r * hsP, dq, null, dq, hs);
-            }
-            RankFourUpdate<TVector>(scoreGrads, tp, queries + i0 * hsP, hsP, keyGrads, i0 + 4);
-            RankFourUpdate<TVector>(probabilities, tp, outputGrads + i0 * hsP, hsP, valueGrads, i0 + 4);
+            var rows = Math.Min(BlockRows, t - i0);
+            ScoresBlock<TVector>(outputGradsT + i0, hs, valuesT, tp, RoundUp(i0 + BlockRows, 2 * TVector.Count), probabilityGrads);
+            SoftmaxBackwardBlock<TVector>(att + (long)i0 * t, t, probabilityGrads, probabilities + i0 * tp, scoreGrads + i0 * tp, tp, i0, rows,
+                shape.Scale);
+            WeightedRows<TVector>(scoreGrads + i0 * tp, tp, 1, i0 + rows, keys, hsP, sums);
+            for (var r = 0; r < rows; r++) AddRow<TVector>(sums + r * hsP, dqkv + (long)(i0 + r) * stride, hs);
         }
-        for (var j = 0; j < t; j++)
+        // Per block of key rows j0..j0+7, summing over the query rows i >= j0 (zero weights where i < j):
+        // dk += dS^T q, dv += P^T dy.
+        for (var j0 = 0; j0 < t; j0 += BlockRows)
         {
-            var dk = dqkv + (long)j * stride + c;
-            Simd.MapRange(default(AddOperator), keyGrads + j * hsP, dk, null, dk, hs);
-            var dv = dk + c;
-            Simd.MapRange(default(AddOperator), valueGrads + j * hsP, dv, null, dv, hs);
+            var keyRows = Math.Min(BlockRows, t - j0);
+            var dk = dqkv + (long)j0 * stride + c;
+            WeightedRows<TVector>(scoreGrads + j0 * tp + j0, 1, tp, t - j0, queries + j0 * hsP, hsP, sums);
+            for (var r = 0; r < keyRows; r++) AddRow<TVector>(sums + r * hsP, dk + (long)r * stride, hs);
+            WeightedRows<TVector>(probabilities + j0 * tp + j0, 1, tp, t - j0, outputGrads + j0 * hsP, hsP, sums);
+            for (var r = 0; r < keyRows; r++) AddRow<TVector>(sums + r * hsP, dk + c + (long)r * stride, hs);
         }
     }
 
-    /// <summary>destination[d * tp + j] = source[j * stride + d] for j &lt; T, d &lt; hs; 0 for T &lt;= j &lt; tp.</summary>
+    /// <summary>
+    /// destination[d * tp + j] = source[j * stride + d] for j &lt; T, d &lt; hs; 0 for T &lt;= j &lt; tp: the GEMM's
+    /// packing, which transposes 8x8 blocks in registers.
+    /// </summary>
+    private static void PackTransposed(float* source, int stride, int t, int hs, float* destination, int tp) =>
+        GemmPack.Panel(GemmOperand.Plain(GemmSource.Strided(source, stride, 1), hs), 0, t, tp, 0, hs, destination);
+
+    /// <summary>destination[j * hsP + d] = source[j * stride + d] for j &lt; T, d &lt; hs; 0 for hs &lt;= d &lt; hsP.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void PackTransposed(float* source, int stride, int t, int hs, float* destination, int tp)
+    private static void PackRows<TVector>(float* source, int stride, int t, int hs, float* destination, int hsP)
+        where TVector : unmanaged, ISimdFloat<TVector>
     {
         for (var j = 0; j < t; j++)
         {
             var row = source + (long)j * stride;
-            for (var d = 0; d < hs; d++) destination[d * tp + j] = row[d];
+            var packed = destination + j * hsP;
+            var d = 0;
+            for (; d <= hs - TVector.Count; d += TVector.Count) TVector.Load(row + d).Store(packed + d);
+            for (; d < hsP; d++) packed[d] = d < hs ? row[d] : 0f;
         }
-        for (var d = 0; d < hs; d++) new Span<float>(destination + d * tp + t, tp - t).Clear();
     }
 
-    /// <summary>destination[j * hsP + d] = source[j * stride + d] for j &lt; T, d &lt; hs; 0 elsewhere in (T+3, hsP).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void PackRows(float* source, int stride, int t, int hs, float* destination, int hsP)
+    /// <summary>destination[0..n) += source[0..n).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddRow<TVector>(float* source, float* destination, int n) where TVector : unmanaged, ISimdFloat<TVector>
     {
-        for (var j = 0; j < t; j++)
-        {
-            new ReadOnlySpan<float>(source + (long)j * stride, hs).CopyTo(new Span<float>(destination + j * hsP, hs));
-            new Span<float>(destination + j * hsP + hs, hsP - hs).Clear();
-        }
-        new Span<float>(destination + t * hsP, 3 * hsP).Clear();
+        var d = 0;
+        for (; d <= n - TVector.Count; d += TVector.Count) (TVector.Load(destination + d) + TVector.Load(source + d)).Store(destination + d);
+        for (; d < n; d++) destination[d] += source[d];
     }
 
-    /// <summary>destination[0..n) = source[0..n).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void CopyFloats<TVector>(float* source, float* destination, int n) where TVector : unmanaged, ISimdFloat<TVector>
+    /// <summary>destination[0..n) = factor * source[0..n).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScaleRow<TVector>(float factor, float* source, float* destination, int n) where TVector : unmanaged, ISimdFloat<TVector>
     {
-        var p = 0;
-        for (; p <= n - TVector.Count; p += TVector.Count) TVector.Load(source + p).Store(destination + p);
-        for (; p < n; p++) destination[p] = source[p];
+        var f = TVector.Create(factor);
+        var d = 0;
+        for (; d <= n - TVector.Count; d += TVector.Count) (f * TVector.Load(source + d)).Store(destination + d);
+        for (; d < n; d++) destination[d] = factor * source[d];
     }
 
     /// <summary>
-    /// Four rows of scores: s[r * tp + j] = sum_d q_r[d] kT[d * tp + j] for j &lt; jEnd (a multiple of the width).
-    /// q0..q3 are the rows' query (or output-gradient) vectors of hs floats; kT is (hs, tp).
+    /// Eight rows of scores: s[r * tp + j] = sum_d aT[d * tp + r] bT[d * tp + j] for r &lt; 8, j &lt; jEnd (a multiple
+    /// of 2 vectors). aT points at a block's first column of transposed queries (or output gradients), bT is (hs, tp).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void ScoresBlock<TVector>(float* q0, float* q1, float* q2, float* q3, int hs, float* kT, int tp, int jEnd, float* s)
+    private static void ScoresBlock<TVector>(float* aT, int hs, float* bT, int tp, int jEnd, float* s)
         where TVector : unmanaged, ISimdFloat<TVector>
     {
         var w = TVector.Count;
+        for (var j = 0; j < jEnd; j += 2 * w)
+        {
+            TVector s00 = TVector.Zero, s01 = TVector.Zero, s10 = TVector.Zero, s11 = TVector.Zero;
+            TVector s20 = TVector.Zero, s21 = TVector.Zero, s30 = TVector.Zero, s31 = TVector.Zero;
+            TVector s40 = TVector.Zero, s41 = TVector.Zero, s50 = TVector.Zero, s51 = TVector.Zero;
+            TVector s60 = TVector.Zero, s61 = TVector.Zero, s70 = TVector.Zero, s71 = TVector.Zero;
+            var b = bT + j;
+            var a = aT;
+            for (var d = 0; d < hs; d++, b += tp, a += tp)
+            {
+                var b0 = TVector.Load(b);
+                var b1 = TVector.Load(b + w);
+                var x = TVector.Create(a[0]);
+                s00 = TVector.MultiplyAdd(x, b0, s00);
+                s01 = TVector.MultiplyAdd(x, b1, s01);
+                x = TVector.Create(a[1]);
+                s10 = TVector.MultiplyAdd(x, b0, s10);
+                s11 = TVector.MultiplyAdd(x, b1, s11);
+                x = TVector.Create(a[2]);
+                s20 = TVector.MultiplyAdd(x, b0, s20);
+                s21 = TVector.MultiplyAdd(x, b1, s21);
+                x = TVector.Create(a[3]);
+                s30 = TVector.MultiplyAdd(x, b0, s30);
+                s31 = TVector.MultiplyAdd(x, b1, s31);
+                x = TVector.Create(a[4]);
+                s40 = TVector.MultiplyAdd(x, b0, s40);
+                s41 = TVector.MultiplyAdd(x, b1, s41);
+                x = TVector.Create(a[5]);
+                s50 = TVector.MultiplyAdd(x, b0, s50);
+                s51 = TVector.MultiplyAdd(x, b1, s51);
+                x = TVector.Create(a[6]);
+                s60 = TVector.MultiplyAdd(x, b0, s60);
+                s61 = TVector.MultiplyAdd(x, b1, s61);
+                x = TVector.Create(a[7]);
+                s70 = TVector.MultiplyAdd(x, b0, s70);
+                s71 = TVector.MultiplyAdd(x, b1, s71);
+            }
+            var row = s + j;
+            s00.Store(row);
+            s01.Store(row + w);
+            row += tp;
+            s10.Store(row);
+            s11.Store(row + w);
+            row += tp;
+            s20.Store(row);
+            s21.Store(row + w);
+            row += tp;
+            s30.Store(row);
+            s31.Store(row + w);
+            row += tp;
+            s40.Store(row);
+            s41.Store(row + w);
+            row += tp;
+            s50.Store(row);
+            s51.Store(row + w);
+            row += tp;
+            s60.Store(row);
+            s61.Store(row + w);
+            row += tp;
+            s70.Store(row);
+            s71.Store(row + w);
+        }
+    }
+
+    /// <summary>
+    /// Eight weighted sums of rows: o[r * hsP + d] = sum_{k &lt; count} a[r * rowStep + k * colStep] b[k * hsP + d] for
+    /// r &lt; 8, d &lt; hsP (a multiple of 2 vectors). The weights are 8 rows of a matrix (colStep 1) or 8 of its
+    /// columns (rowStep 1); b is (count, hsP), o is (8, hsP).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void WeightedRows<TVector>(float* a, int rowStep, int colStep, int count, float* b, int hsP, float* o)
+        where TVector : unmanaged, ISimdFloat<TVector>
+    {
+        var w = TVector.Count;
+        float* a0 = a, a1 = a + rowStep, a2 = a + 2 * rowStep, a3 = a + 3 * rowStep;
+        float* a4 = a + 4 * rowStep, a5 = a + 5 * rowStep, a6 = a + 6 * rowStep, a7 = a + 7 * rowStep;
+        for (var d = 0; d < hsP; d += 2 * w)
+        {
+            TVector o00 = TVector.Zero, o01 = TVector.Zero, o10 = TVector.Zero, o11 = TVector.Zero;
+            TVector o20 = TVector.Zero, o21 = TVector.Zero, o30 = TVector.Zero, o31 = TVector.Zero;
+            TVector o40 = TVector.Zero, o41 = TVector.Zero, o50 = TVector.Zero, o51 = TVector.Zero;
+            TVector o60 = TVector.Zero, o61 = TVector.Zero, o70 = TVector.Zero, o71 = TVector.Zero;
+            var row = b + d;
+            long k = 0;
+            for (var n = 0; n < count; n++, row += hsP, k += colStep)
+            {
+                var b0 = TVector.Load(row);
+                var b1 = TVector.Load(row + w);
+                var x = TVector.Create(a0[k]);
+                o00 = TVector.MultiplyAdd(x, b0, o00);
+                o01 = TVector.MultiplyAdd(x, b1, o01);
+                x = TVector.Create(a1[k]);
+                o10 = TVector.MultiplyAdd(x, b0, o10);
+                o11 = TVector.MultiplyAdd(x, b1, o11);
+                x = TVector.Create(a2[k]);
+                o20 = TVector.MultiplyAdd(x, b0, o20);
+                o21 = TVector.MultiplyAdd(x, b1, o21);
+                x = TVector.Create(a3[k]);
+                o30 = TVector.MultiplyAdd(x, b0, o30);
+                o31 = TVector.MultiplyAdd(x, b1, o31);
+                x = TVector.Create(a4[k]);
+                o40 = TVector.MultiplyAdd(x, b0, o40);
+                o41 = TVector.MultiplyAdd(x, b1, o41);
+                x = TVector.Create(a5[k]);
+                o50 = TVector.MultiplyAdd(x, b0, o50);
+                o51 = TVector.MultiplyAdd(x, b1, o51);
+                x = TVector.Create(a6[k]);
+                o60 = TVector.MultiplyAdd(x, b0, o60);
+                o61 = TVector.MultiplyAdd(x, b1, o61);
+                x = TVector.Create(a7[k]);
+                o70 = TVector.MultiplyAdd(x, b0, o70);
+                o71 = TVector.MultiplyAdd(x, b1, o71);
+            }
+            var target = o + d;
+            o00.Store(target);
+            o01.Store(target + w);
+            target += hsP;
+            o10.Store(target);
+            o11.Store(target + w);
+            target += hsP;
+            o20.Store(target);
+            o21.Store(target + w);
+            target += hsP;
+            o30.Store(target);
+            o31.Store(target + w);
+            target += hsP;
+            o40.Store(target);
+            o41.Store(target + w);
+            target += hsP;
+            o50.Store(target);
+            o51.Store(target + w);
+            target += hsP;
+            o60.Store(target);
+            o61.Store(target + w);
+            target += hsP;
+            o70.Store(target);
+            o71.Store(target + w);
+        }
+    }
+
+    /// <summary>
+    /// The softmax numerators of a block's rows: row r (query i0 + r, which sees n = i0 + r + 1 positions)
+    /// becomes s[r * tp + j] = exp(scale (s[r * tp + j] - max)) for j &lt; n, 0 from n up to the next whole
+    /// vector and up to the block's end, and inverseSums[r] = 1 / the row's sum (the normalisation is
+    /// left to the caller).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void SoftmaxBlock<TVector>(float* s, int tp, int i0, int rows, float scale, float* inverseSums)
+        where TVector : unmanaged, ISimdFloat<TVector>
+    {
+        // Sweeps over all rows rather than one row at a time, so that the latency of each row's
+        // horizontal max and sum overlaps the next row's work.
+        var w = TVector.Count;
+        for (var r = 0; r < rows; r++)
+        {
+            // -inf up to the next whole vector (exp makes it 0), 0 past it up to the block's end.
+            var n = i0 + r + 1;
+            for (var j = n; j < Math.Max(RoundUp(n, w), i0 + rows); j++) s[r * tp + j] = j < RoundUp(n, w) ? float.NegativeInfinity : 0f;
+        }
+        var maxima = stackalloc float[BlockRows];
+        for (var r = 0; r < rows; r++)
+        {
+            var row = s + r * tp;
+            var m = TVector.Load(row);
+            for (var j = w; j <= i0 + r; j += w) m = TVector.Max(m, TVector.Load(row + j));
+            maxima[r] = TVector.MaxAcross(m);
+        }
+        var scaleVector = TVector.Create(scale);
+        for (var r = 0; r < rows; r++)
+        {
+            var row = s + r * tp;
+            var max = TVector.Create(maxima[r]);
+            var sums = TVector.Zero;
+            for (var j = 0; j <= i0 + r; j += w)
+            {
+                var e = ExpNonPositive((TVector.Load(row + j) - max) * scaleVector);
+                e.Store(row + j);
+                sums += e;
+            }
+            inverseSums[r] = 1f / TVector.Sum(sums);
+        }
+    }
+
+    /// <summary>
+    /// e^x per lane for the softmax's arguments x &lt;= 0: <see cref="Simd.Exp{TVector}"/>'s reduction and polynomial
+    /// without its upper clamp and its two-step scaling (which keeps denormal results): about 17 instructions
+    /// instead of 40, where exp was the forward pass's largest cost. Below x = -88 the result is exactly 0 (2^-127 built
+    /// in the exponent bits is +0), so exp(-inf) = 0; NaN stays NaN (the lower bound is the first operand of
+    /// the max).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static TVector ExpNonPositive<TVector>(TVector x) where TVector : unmanaged, ISimdFloat<TVector>
+    {
+        var shifter = TVector.Create(12_582_912f);
+        x = TVector.Max(TVector.Create(-88f), x);
+        var n = TVector.MultiplyAdd(x, TVector.Create(1.44269504088896341f), shifter) - shifter;
+        var r = TVector.MultiplyAdd(n, TVector.Create(-0.693359375f), x);
+        r = TVector.MultiplyAdd(n, TVector.Create(2.12194440e-4f), r);
+        var p = TVector.MultiplyAdd(TVector.Create(1.9875691500e-4f), r, TVector.Create(1.3981999507e-3f));
+        p = TVector.MultiplyAdd(p, r, TVector.Create(8.3334519073e-3f));
+        p = TVector.MultiplyAdd(p, r, TVector.Create(4.1665795894e-2f));
+        p = TVector.MultiplyAdd(p, r, TVector.Create(1.6666665459e-1f));
+        p = TVector.MultiplyAdd(p, r, TVector.Create(5.0000001201e-1f));
+        return (TVector.MultiplyAdd(p, r * r, r) + TVector.Create(1f)) * TVector.PowerOfTwo(n);
+    }
+
+    /// <summary>
+    /// An attention row of T floats: inverseSum * e[0..n), then zeros. Whole cache lines are written
+    /// with non-temporal stores: the matrix is read again only by the backward pass, after the rest of
+    /// the model's forward pass has evicted it, so streaming it to memory saves reading each line in
+    /// before overwriting it, and keeps the caches for q, k and v.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void StoreAttentionRow(float* e, int n, float inverseSum, float* row, int t)
+    {
+        var line = stackalloc float[16];
         var j = 0;
-        for (; j + 2 * w <= jEnd; j += 2 * w)
+        for (; j < t && ((nint)(row + j) & 63) != 0; j++) row[j] = j < n ? e[j] * inverseSum : 0f;
+        for (; j + 16 <= t; j += 16)
         {
-            TVector a00 = TVector.Zero, a01 = TVector.Zero, a10 = TVector.Zero, a11 = TVector.Zero;
-            TVector a20 = TVector.Zero, a21 = TVector.Zero, a30 = TVector.Zero, a31 = TVector.Zero;
-            var k = kT + j;
-            for (var d = 0; d < hs; d++, k += tp)
+            if (j + 16 <= n) StoreLineNonTemporal(e + j, inverseSum, row + j);
+            else if (j >= n) StoreLineNonTemporal(null, 0f, row + j);
+            else
             {
-                var k0 = TVector.Load(k);
-                var k1 = TVector.Load(k + w);
-                var b = TVector.Create(q0[d]);
-                a00 = TVector.MultiplyAdd(b, k0, a00);
-                a01 = TVector.MultiplyAdd(b, k1, a01);
-                b = TVector.Create(q1[d]);
-                a10 = TVector.MultiplyAdd(b, k0, a10);
-                a11 = TVector.MultiplyAdd(b, k1, a11);
-                b = TVector.Create(q2[d]);
-                a20 = TVector.MultiplyAdd(b, k0, a20);
-                a21 = TVector.MultiplyAdd(b, k1, a21);
-                b = TVector.Create(q3[d]);
-                a30 = TVector.MultiplyAdd(b, k0, a30);
-                a31 = TVector.MultiplyAdd(b, k1, a31);
+                for (var k = 0; k < 16; k++) line[k] = j + k < n ? e[j + k] : 0f;
+                StoreLineNonTemporal(line, inverseSum, row + j);
             }
-            a00.Store(s + j);
-            a01.Store(s + j + w);
-            a10.Store(s + tp + j);
-            a11.Store(s + tp + j + w);
-            a20.Store(s + 2 * tp + j);
-            a21.Store(s + 2 * tp + j + w);
-            a30.Store(s + 3 * tp + j);
-            a31.Store(s + 3 * tp + j + w);
         }
-        if (j < jEnd)
+        for (; j < t; j++) row[j] = j < n ? e[j] * inverseSum : 0f;
+    }
+
+    /// <summary>
+    /// destination[0..16) = factor * source[0..16) (zeros if source is null) in one 64-byte aligned cache line,
+    /// with non-temporal stores at the selected width.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreLineNonTemporal(float* source, float factor, float* destination)
+    {
+        if (SimdWidth.Use512)
         {
-            TVector a0 = TVector.Zero, a1 = TVector.Zero, a2 = TVector.Zero, a3 = TVector.Zero;
-            var k = kT + j;
-            for (var d = 0; d < hs; d++, k += tp)
+            Vector512.StoreAlignedNonTemporal(source is null ? Vector512<float>.Zero : Vector512.Load(source) * factor, destination);
+        }
+        else if (SimdWidth.Use256)
+        {
+            for (var k = 0; k < 16; k += 8)
             {
-                var k0 = TVector.Load(k);
-                a0 = TVector.MultiplyAdd(TVector.Create(q0[d]), k0, a0);
-                a1 = TVector.MultiplyAdd(TVector.Create(q1[d]), k0, a1);
-                a2 = TVector.MultiplyAdd(TVector.Create(q2[d]), k0, a2);
-                a3 = TVector.MultiplyAdd(TVector.Create(q3[d]), k0, a3);
+                Vector256.StoreAlignedNonTemporal(source is null ? Vector256<float>.Zero : Vector256.Load(source + k) * factor, destination + k);
             }
-            a0.Store(s + j);
-            a1.Store(s + tp + j);
-            a2.Store(s + 2 * tp + j);
-            a3.Store(s + 3 * tp + j);
+        }
+        else if (SimdWidth.Use128)
+        {
+            for (var k = 0; k < 16; k += 4)
+            {
+                Vector128.StoreAlignedNonTemporal(source is null ? Vector128<float>.Zero : Vector128.Load(source + k) * factor, destination + k);
+            }
+        }
+        else
+        {
+            for (var k = 0; k < 16; k++) destination[k] = source is null ? 0f : source[k] * factor;
         }
     }
 
     /// <summary>
-    /// s[0..n) = softmax(scale s[0..n)) in place, the max subtracted before exp; s[n..) up to the
-    /// next whole vector becomes 0.
+    /// A block's softmax backward: for row r (query i0 + r, n = i0 + r + 1 positions), p = att[r * t + ..],
+    /// dp = dP[r * tp + ..]: P[r * tp + j] = p[j] and dS[r * tp + j] = scale p[j] (dp[j] - sum_{l &lt; n} p[l] dp[l])
+    /// for j &lt; n, both 0 from n to the block's end. att is read only below n.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void SoftmaxCausalRow<TVector>(float* s, int n, float scale) where TVector : unmanaged, ISimdFloat<TVector>
+    private static void SoftmaxBackwardBlock<TVector>(float* att, int t, float* dP, float* probabilities, float* scoreGrads, int tp, int i0,
+        int rows, float scale) where TVector : unmanaged, ISimdFloat<TVector>
     {
+        // Two sweeps over the rows, as in SoftmaxBlock: the dot products' reductions overlap.
         var w = TVector.Count;
-        var end = RoundUp(n, w);
-        for (var j = n; j < end; j++) s[j] = float.NegativeInfinity;
-        var m = TVector.Load(s);
-        for (var j = w; j < end; j += w) m = TVector.Max(m, TVector.Load(s + j));
-        var max = TVector.Create(TVector.MaxAcross(m));
+        var dots = stackalloc float[BlockRows];
+        for (var r = 0; r < rows; r++)
+        {
+            float* p = att + (long)r * t, dp = dP + r * tp;
+            var n = i0 + r + 1;
+            var sum = TVector.Zero;
+            var j = 0;
+            for (; j <= n - w; j += w) sum = TVector.MultiplyAdd(TVector.Load(p + j), TVector.Load(dp + j), sum);
+            var dot = TVector.Sum(sum);
+            for (; j < n; j++) dot += p[j] * dp[j];
+            dots[r] = dot;
+        }
         var scaleVector = TVector.Create(scale);
-        var sums = TVector.Zero;
-        for (var j = 0; j < end; j += w)
+        for (var r = 0; r < rows; r++)
         {
-            var e = Simd.Exp((TVector.Load(s + j) - max) * scaleVector);
-            e.Store(s + j);
-            sums += e;
-        }
-        var inverse = TVector.Create(1f / TVector.Sum(sums));
-        for (var j = 0; j < end; j += w) (TVector.Load(s + j) * inverse).Store(s + j);
-    }
-
-    /// <summary>An attention row of T floats: p[0..n), then zeros.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void StoreAttentionRow<TVector>(float* p, int n, float* row, int t) where TVector : unmanaged, ISimdFloat<TVector>
-    {
-        CopyFloats<TVector>(p, row, n);
-        new Span<float>(row + n, t - n).Clear();
-    }
-
-    /// <summary>
-    /// ds[j] = scale p[j] (dp[j] - sum_l p[l] dp[l]) for j &lt; n, 0 for n &lt;= j &lt; jEnd; p is 0 from n to jEnd.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void SoftmaxBackwardRow<TVector>(float* p, float* dp, float* ds, int n, int jEnd, float scale)
-        where TVector : unmanaged, ISimdFloat<TVector>
-    {
-        var w = TVector.Count;
-        var end = RoundUp(n, w);
-        // dp past the diagonal holds dy . v_j of later positions: never let it reach a sum.
-        new Span<float>(dp + n, end - n).Clear();
-        var dots = TVector.Zero;
-        for (var j = 0; j < end; j += w) dots = TVector.MultiplyAdd(TVector.Load(p + j), TVector.Load(dp + j), dots);
-        var dot = TVector.Create(TVector.Sum(dots));
-        var scaleVector = TVector.Create(scale);
-        for (var j = 0; j < end; j += w) (TVector.Load(p + j) * (TVector.Load(dp + j) - dot) * scaleVector).Store(ds + j);
-        new Span<float>(ds + end, jEnd - end).Clear();
-    }
-
-    /// <summary>
-    /// Four rows o_r = sum_{j &lt;= i0 + r} p[r * tp + j] v[j * hsP + ..] (causal: row r never reads a
-    /// column past i0 + r). p is (4, tp), v is (at least i0 + 4, hsP), o is (4, hsP).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void WeightedRowsBlock<TVector>(float* p, int tp, int i0, float* v, int hsP, float* o)
-        where TVector : unmanaged, ISimdFloat<TVector>
-    {
-        var w = TVector.Count;
-        float* p0 = p, p1 = p + tp, p2 = p + 2 * tp, p3 = p + 3 * tp;
-        var d = 0;
-        for (; d + 2 * w <= hsP; d += 2 * w)
-        {
-            TVector a00 = TVector.Zero, a01 = TVector.Zero, a10 = TVector.Zero, a11 = TVector.Zero;
-            TVector a20 = TVector.Zero, a21 = TVector.Zero, a30 = TVector.Zero, a31 = TVector.Zero;
-            var row = v + d;
-            for (var j = 0; j <= i0; j++, row += hsP)
+            float* p = att + (long)r * t, dp = dP + r * tp, pCopy = probabilities + r * tp, ds = scoreGrads + r * tp;
+            var n = i0 + r + 1;
+            var dot = TVector.Create(dots[r]);
+            var j = 0;
+            for (; j <= n - w; j += w)
             {
-                var v0 = TVector.Load(row);
-                var v1 = TVector.Load(row + w);
-                var b = TVector.Create(p0[j]);
-                a00 = TVector.MultiplyAdd(b, v0, a00);
-                a01 = TVector.MultiplyAdd(b, v1, a01);
-                b = TVector.Create(p1[j]);
-                a10 = TVector.MultiplyAdd(b, v0, a10);
-                a11 = TVector.MultiplyAdd(b, v1, a11);
-                b = TVector.Create(p2[j]);
-                a20 = TVector.MultiplyAdd(b, v0, a20);
-                a21 = TVector.MultiplyAdd(b, v1, a21);
-                b = TVector.Create(p3[j]);
-                a30 = TVector.MultiplyAdd(b, v0, a30);
-                a31 = TVector.MultiplyAdd(b, v1, a31);
+                var pj = TVector.Load(p + j);
+                pj.Store(pCopy + j);
+                (pj * (TVector.Load(dp + j) - dot) * scaleVector).Store(ds + j);
             }
-            // The triangle: column i0 + 1 for rows 1..3, i0 + 2 for rows 2..3, i0 + 3 for row 3.
-            var t0 = TVector.Load(row);
-            var t1 = TVector.Load(row + w);
-            a10 = TVector.MultiplyAdd(TVector.Create(p1[i0 + 1]), t0, a10);
-            a11 = TVector.MultiplyAdd(TVector.Create(p1[i0 + 1]), t1, a11);
-            a20 = TVector.MultiplyAdd(TVector.Create(p2[i0 + 1]), t0, a20);
-            a21 = TVector.MultiplyAdd(TVector.Create(p2[i0 + 1]), t1, a21);
-            a30 = TVector.MultiplyAdd(TVector.Create(p3[i0 + 1]), t0, a30);
-            a31 = TVector.MultiplyAdd(TVector.Create(p3[i0 + 1]), t1, a31);
-            row += hsP;
-            t0 = TVector.Load(row);
-            t1 = TVector.Load(row + w);
-            a20 = TVector.MultiplyAdd(TVector.Create(p2[i0 + 2]), t0, a20);
-            a21 = TVector.MultiplyAdd(TVector.Create(p2[i0 + 2]), t1, a21);
-            a30 = TVector.MultiplyAdd(TVector.Create(p3[i0 + 2]), t0, a30);
-            a31 = TVector.MultiplyAdd(TVector.Create(p3[i0 + 2]), t1, a31);
-            row += hsP;
-            a30 = TVector.MultiplyAdd(TVector.Create(p3[i0 + 3]), TVector.Load(row), a30);
-            a31 = TVector.MultiplyAdd(TVector.Create(p3[i0 + 3]), TVector.Load(row + w), a31);
-            a00.Store(o + d);
-            a01.Store(o + d + w);
-            a10.Store(o + hsP + d);
-            a11.Store(o + hsP + d + w);
-            a20.Store(o + 2 * hsP + d);
-            a21.Store(o + 2 * hsP + d + w);
-            a30.Store(o + 3 * hsP + d);
-            a31.Store(o + 3 * hsP + d + w);
-        }
-        if (d < hsP)
-        {
-            TVector a0 = TVector.Zero, a1 = TVector.Zero, a2 = TVector.Zero, a3 = TVector.Zero;
-            var row = v + d;
-            for (var j = 0; j <= i0; j++, row += hsP)
+            for (; j < n; j++)
             {
-                var v0 = TVector.Load(row);
-                a0 = TVector.MultiplyAdd(TVector.Create(p0[j]), v0, a0);
-                a1 = TVector.MultiplyAdd(TVector.Create(p1[j]), v0, a1);
-                a2 = TVector.MultiplyAdd(TVector.Create(p2[j]), v0, a2);
-                a3 = TVector.MultiplyAdd(TVector.Create(p3[j]), v0, a3);
+                pCopy[j] = p[j];
+                ds[j] = p[j] * (dp[j] - dots[r]) * scale;
             }
-            var t0 = TVector.Load(row);
-            a1 = TVector.MultiplyAdd(TVector.Create(p1[i0 + 1]), t0, a1);
-            a2 = TVector.MultiplyAdd(TVector.Create(p2[i0 + 1]), t0, a2);
-            a3 = TVector.MultiplyAdd(TVector.Create(p3[i0 + 1]), t0, a3);
-            t0 = TVector.Load(row + hsP);
-            a2 = TVector.MultiplyAdd(TVector.Create(p2[i0 + 2]), t0, a2);
-            a3 = TVector.MultiplyAdd(TVector.Create(p3[i0 + 2]), t0, a3);
-            a3 = TVector.MultiplyAdd(TVector.Create(p3[i0 + 3]), TVector.Load(row + 2 * hsP), a3);
-            a0.Store(o + d);
-            a1.Store(o + hsP + d);
-            a2.Store(o + 2 * hsP + d);
-            a3.Store(o + 3 * hsP + d);
-        }
-    }
-
-    /// <summary>
-    /// destination[j * hsP + ..] += sum_r a[r * tp + j] rows[r * hsP + ..] for j &lt; count: a rank-4
-    /// update (dk += dS^T q, dv += P^T dy for four query rows). a is (4, tp), rows is (4, hsP),
-    /// destination is (count, hsP).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void RankFourUpdate<TVector>(float* a, int tp, float* rows, int hsP, float* destination, int count)
-        where TVector : unmanaged, ISimdFloat<TVector>
-    {
-        var w = TVector.Count;
-        float* a0 = a, a1 = a + tp, a2 = a + 2 * tp, a3 = a + 3 * tp;
-        var d = 0;
-        for (; d + 2 * w <= hsP; d += 2 * w)
-        {
-            var r00 = TVector.Load(rows + d);
-            var r01 = TVector.Load(rows + d + w);
-            var r10 = TVector.Load(rows + hsP + d);
-            var r11 = TVector.Load(rows + hsP + d + w);
-            var r20 = TVector.Load(rows + 2 * hsP + d);
-            var r21 = TVector.Load(rows + 2 * hsP + d + w);
-            var r30 = TVector.Load(rows + 3 * hsP + d);
-            var r31 = TVector.Load(rows + 3 * hsP + d + w);
-            var target = destination + d;
-            for (var j = 0; j < count; j++, target += hsP)
-            {
-                var x0 = TVector.Load(target);
-                var x1 = TVector.Load(target + w);
-                var b = TVector.Create(a0[j]);
-                x0 = TVector.MultiplyAdd(b, r00, x0);
-                x1 = TVector.MultiplyAdd(b, r01, x1);
-                b = TVector.Create(a1[j]);
-                x0 = TVector.MultiplyAdd(b, r10, x0);
-                x1 = TVector.MultiplyAdd(b, r11, x1);
-                b = TVector.Create(a2[j]);
-                x0 = TVector.MultiplyAdd(b, r20, x0);
-                x1 = TVector.MultiplyAdd(b, r21, x1);
-                b = TVector.Create(a3[j]);
-                x0 = TVector.MultiplyAdd(b, r30, x0);
-                x1 = TVector.MultiplyAdd(b, r31, x1);
-                x0.Store(target);
-                x1.Store(target + w);
-            }
-        }
-        if (d < hsP)
-        {
-            var r0 = TVector.Load(rows + d);
-            var r1 = TVector.Load(rows + hsP + d);
-            var r2 = TVector.Load(rows + 2 * hsP + d);
-            var r3 = TVector.Load(rows + 3 * hsP + d);
-            var target = destination + d;
-            for (var j = 0; j < count; j++, target += hsP)
-            {
-                var x = TVector.Load(target);
-                x = TVector.MultiplyAdd(TVector.Create(a0[j]), r0, x);
-                x = TVector.MultiplyAdd(TVector.Create(a1[j]), r1, x);
-                x = TVector.MultiplyAdd(TVector.Create(a2[j]), r2, x);
-                x = TVector.MultiplyAdd(TVector.Create(a3[j]), r3, x);
-                x.Store(target);
-            }
+            for (; j < i0 + rows; j++) pCopy[j] = ds[j] = 0f;
         }
     }
 }

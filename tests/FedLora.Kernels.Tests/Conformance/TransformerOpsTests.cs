@@ -37,12 +37,13 @@ public class TransformerOpsTests
         var data = new TheoryData<string, int, int, int, int>();
         foreach (var backend in TestBackends.Names)
         {
-            // (B, T, C, NH): hs = C/NH is 1, 7, 11, 17, 0 (C = 0), 16, 32 and 64; T crosses every 4-row
+            // (B, T, C, NH): hs = C/NH is 1, 7, 8, 11, 17, 0 (C = 0), 16, 32 and 64; T crosses every 8-row
             // block remainder and every vector width.
             foreach (var (b, t, c, heads) in new[]
             {
                 (0, 3, 4, 2), (1, 0, 4, 2), (1, 1, 1, 1), (1, 2, 2, 2), (1, 3, 7, 1), (2, 7, 7, 1), (1, 17, 33, 3), (2, 33, 17, 1),
                 (1, 5, 0, 1), (1, 18, 32, 2), (1, 129, 64, 2), (2, 64, 128, 4), (1, 67, 128, 2), (1, 256, 128, 2),
+                (1, 12, 24, 3), (2, 38, 16, 2),
             })
             {
                 data.Add(backend, b, t, c, heads);
