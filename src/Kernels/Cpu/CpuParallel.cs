@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 
 namespace FedLora.Kernels.Cpu;
@@ -11,7 +12,8 @@ internal interface IParallelJob
 /// <summary>
 /// A persistent pool of one worker per extra core that runs the tasks of one job at a time,
 /// allocation-free: the job is an unmanaged struct on the caller's stack, passed by pointer, and
-/// the caller blocks (and works) until every task is done. Task i always computes the same thing
+/// the caller blocks (and works) until every task is done. Idle workers spin briefly before they
+/// sleep (<see cref="SpinTicks"/>). Task i always computes the same thing
 /// whichever thread takes it, so results do not depend on scheduling. A second caller that finds
 /// the pool busy, or a call from inside a task, runs its job on its own thread.
 /// </summary>
@@ -22,6 +24,20 @@ internal static unsafe class CpuParallel
     private static readonly SemaphoreSlim Wake = new(0, int.MaxValue);
 
     [ThreadStatic] private static bool t_insideTask;
+
+    /// <summary>
+    /// How long an idle worker spins for the next job before it sleeps: 200 us. Waking a sleeping
+    /// worker took about 35 us on this 2-vCPU VM (an idle vCPU halts), against 0.5 us for a spinning
+    /// one, and a training step starts a few hundred jobs with short serial gaps between them.
+    /// Measured: L4-C128 LoRA step median 3-7% faster; no change at L6-C256.
+    /// </summary>
+    private static readonly long SpinTicks = Stopwatch.Frequency / 5000;
+
+    /// <summary>Jobs started so far: a worker takes a job when it sees this change.</summary>
+    private static int s_generation;
+
+    /// <summary>Workers that gave up spinning and wait on <see cref="Wake"/>.</summary>
+    private static int s_sleepers;
 
     private static void* s_job;
     private static delegate*<void*, int, void> s_execute;
@@ -60,9 +76,13 @@ internal static unsafe class CpuParallel
                 s_execute = &Runner<TJob>.Execute;
                 s_taskCount = taskCount;
                 Volatile.Write(ref s_nextTask, 0);
-                var helpers = Math.Min(WorkerCount, taskCount - 1);
-                Volatile.Write(ref s_busyWorkers, helpers);
-                Wake.Release(helpers);
+                // Every worker takes part (one finding no task left just reports done). A worker that
+                // counted itself a sleeper before the exchange gets a token; one that counts itself
+                // after it sees the new generation first and does not sleep.
+                Volatile.Write(ref s_busyWorkers, WorkerCount);
+                Interlocked.Increment(ref s_generation);
+                var sleepers = Interlocked.Exchange(ref s_sleepers, 0);
+                if (sleepers > 0) Wake.Release(sleepers);
                 try
                 {
                     RunTasks();
@@ -103,9 +123,16 @@ internal static unsafe class CpuParallel
 
     private static void WorkerLoop()
     {
+        var seen = 0;
         while (true)
         {
-            Wake.Wait();
+            if (!SpinForJob(seen))
+            {
+                Interlocked.Increment(ref s_sleepers);
+                // A token may be stale (released for an earlier sleep that ended by spinning): re-check.
+                while (Volatile.Read(ref s_generation) == seen) Wake.Wait();
+            }
+            seen = Volatile.Read(ref s_generation);
             try
             {
                 RunTasks();
@@ -121,6 +148,18 @@ internal static unsafe class CpuParallel
                 Interlocked.Decrement(ref s_busyWorkers);
             }
         }
+    }
+
+    /// <summary>True when a job after <paramref name="seen"/> started within <see cref="SpinTicks"/>.</summary>
+    private static bool SpinForJob(int seen)
+    {
+        var until = Stopwatch.GetTimestamp() + SpinTicks;
+        while (Volatile.Read(ref s_generation) == seen)
+        {
+            if (Stopwatch.GetTimestamp() > until) return false;
+            Thread.SpinWait(20);
+        }
+        return true;
     }
 
     private static class Runner<TJob> where TJob : unmanaged, IParallelJob
