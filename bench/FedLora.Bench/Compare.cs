@@ -147,7 +147,7 @@ internal static class Compare
 
     private static string F(double value, string format = "0.0") => value.ToString(format, CultureInfo.InvariantCulture);
 
-    private static int Option(string[] args, string name, int fallback)
+    internal static int Option(string[] args, string name, int fallback)
     {
         var i = Array.IndexOf(args, name);
         return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], CultureInfo.InvariantCulture) : fallback;

@@ -6,7 +6,7 @@ using FedLora.Bench;
 // (ProfileLoraStep.cs); anything else goes to
 // BenchmarkDotNet (e.g. `--filter *Matmul*`, `--list flat`).
 if (args.Length > 0 && args[0] == "--compare") return Compare.Run(args[1..]);
-if (args.Length > 0 && args[0] == "--compare-lora-step") return CompareLoraStep.Run();
+if (args.Length > 0 && args[0] == "--compare-lora-step") return CompareLoraStep.Run(args[1..]);
 if (args.Length > 0 && args[0] == "--profile-lora-step") return ProfileLoraStep.Run(args[1..]);
 BenchmarkSwitcher.FromAssembly(typeof(GemmProblem).Assembly).Run(args, BenchConfig.Create());
 return 0;
