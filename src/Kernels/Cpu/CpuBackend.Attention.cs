@@ -18,7 +18,7 @@ namespace FedLora.Kernels.Cpu;
 // block on the diagonal; a position meets a later one only with weight 0.
 // Forward, per block of 8 query rows: S; the softmax numerators, in sweeps over the 8 rows (each
 // row's max and sum reductions then overlap the next row's work) with an exp for arguments <= 0
-// only (ExpNonPositive, less than half of Simd.Exp's instructions); the normalised attention rows,
+// only (Simd.ExpNonPositive, less than half of Simd.Exp's instructions); the normalised attention rows,
 // streamed to memory with non-temporal stores; y = (numerators) v, scaled by each row's 1/sum.
 // Backward in two passes: per block of query rows, dP, then P (copied from the attention matrix,
 // which is read only on and below the diagonal) and dS = scale P (dP - rowsum(P dP)) into (T,Tp)
@@ -427,35 +427,12 @@ public unsafe partial class CpuBackend
             var sums = TVector.Zero;
             for (var j = 0; j <= i0 + r; j += w)
             {
-                var e = ExpNonPositive((TVector.Load(row + j) - max) * scaleVector);
+                var e = Simd.ExpNonPositive((TVector.Load(row + j) - max) * scaleVector);
                 e.Store(row + j);
                 sums += e;
             }
             inverseSums[r] = 1f / TVector.Sum(sums);
         }
-    }
-
-    /// <summary>
-    /// e^x per lane for the softmax's arguments x &lt;= 0: <see cref="Simd.Exp{TVector}"/>'s reduction and polynomial
-    /// without its upper clamp and its two-step scaling (which keeps denormal results): about 17 instructions
-    /// instead of 40, where exp was the forward pass's largest cost. Below x = -88 the result is exactly 0 (2^-127 built
-    /// in the exponent bits is +0), so exp(-inf) = 0; NaN stays NaN (the lower bound is the first operand of
-    /// the max).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static TVector ExpNonPositive<TVector>(TVector x) where TVector : unmanaged, ISimdFloat<TVector>
-    {
-        var shifter = TVector.Create(12_582_912f);
-        x = TVector.Max(TVector.Create(-88f), x);
-        var n = TVector.MultiplyAdd(x, TVector.Create(1.44269504088896341f), shifter) - shifter;
-        var r = TVector.MultiplyAdd(n, TVector.Create(-0.693359375f), x);
-        r = TVector.MultiplyAdd(n, TVector.Create(2.12194440e-4f), r);
-        var p = TVector.MultiplyAdd(TVector.Create(1.9875691500e-4f), r, TVector.Create(1.3981999507e-3f));
-        p = TVector.MultiplyAdd(p, r, TVector.Create(8.3334519073e-3f));
-        p = TVector.MultiplyAdd(p, r, TVector.Create(4.1665795894e-2f));
-        p = TVector.MultiplyAdd(p, r, TVector.Create(1.6666665459e-1f));
-        p = TVector.MultiplyAdd(p, r, TVector.Create(5.0000001201e-1f));
-        return (TVector.MultiplyAdd(p, r * r, r) + TVector.Create(1f)) * TVector.PowerOfTwo(n);
     }
 
     /// <summary>

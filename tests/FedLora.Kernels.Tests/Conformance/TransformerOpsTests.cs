@@ -378,6 +378,27 @@ public class TransformerOpsTests
             else Assert.True(Math.Abs(output[i] - Math.Exp(input[i])) <= tolerance, $"exp({input[i]:R}) = {output[i]:R}, expected {Math.Exp(input[i]):R}");
         }
     }
+
+    [Fact]
+    public void SimdExpNonPositive_CurrentWidth_WithinTwoUlpsAndZeroBelowFloatRange()
+    {
+        // The softmax's exp (arguments x - max <= 0), at the width FEDLORA_SIMD selects.
+        var values = new List<float> { 0f, -0f, -1f, -87f, -87.3f, -88f, -88.1f, -100f, -1000f };
+        for (var x = -110f; x <= 0f; x += 0.0137f) values.Add(x);
+        values.AddRange([float.NegativeInfinity, float.NaN]);
+        var input = values.ToArray();
+        var output = new float[input.Length];
+        Simd.ExpNonPositive(input, output);
+        for (var i = 0; i < input.Length; i++)
+        {
+            var exact = Math.Exp(input[i]);
+            var message = $"exp({input[i]:R}) = {output[i]:R}, expected {exact:R}";
+            if (float.IsNaN(input[i])) Assert.True(float.IsNaN(output[i]), message);
+            // Below float's normal range (e^-87.34) the result may flush to 0: an error under 2^-126.
+            else if (exact < 1.2e-38) Assert.True(output[i] >= 0f && Math.Abs(output[i] - exact) < 1.2e-38, message);
+            else Assert.True(Math.Abs(output[i] - exact) <= 2 * ((double)MathF.BitIncrement((float)exact) - (float)exact), message);
+        }
+    }
 }
 
 /// <summary>Runs one op on both sides of a <see cref="Twin"/>: the side selector maps a twin tensor to that side's view.</summary>
