@@ -254,7 +254,7 @@ internal static unsafe class Gemm
             }
 
             // What the kernel cannot read in place is packed group by group: packed panel ip holds the
-            // group's K entries x MR floats at packedA + ip*MR*GroupK (for an in-place panel, only its tail entries).
+            // group's groupK entries x MR floats at packedA + ip*MR*groupK (an in-place panel: only its tail entries).
             var packedA = GemmWorkspace.Worker.PackedA((long)rowPanels * mr * (GroupK + Shape.KC));
             for (var g0 = 0; g0 < K;)
             {
