@@ -74,10 +74,10 @@ internal sealed class ProfilingBackend : CpuBackend
         Record($"MatmulForward {c}x{o}", start);
     }
 
-    protected override void MatmulBackwardCore(int n, int c, int o, BufferView outputGrad, BufferView input, BufferView weight, BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad)
+    protected override void MatmulBackwardCore(int n, int c, int o, BufferView outputGrad, BufferView input, BufferView weight, BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, bool accumulate)
     {
         var start = Stopwatch.GetTimestamp();
-        base.MatmulBackwardCore(n, c, o, outputGrad, input, weight, inputGrad, weightGrad, biasGrad);
+        base.MatmulBackwardCore(n, c, o, outputGrad, input, weight, inputGrad, weightGrad, biasGrad, accumulate);
         Record($"MatmulBackward {c}x{o}", start);
     }
 
@@ -88,10 +88,10 @@ internal sealed class ProfilingBackend : CpuBackend
         Record($"LowRankMatmulForward {c}x{o}", start);
     }
 
-    protected override void LowRankMatmulBackwardCore(int n, int c, int o, int rank, BufferView outputGrad, BufferView input, BufferView weight, BufferView loraA, BufferView loraB, float scale, int[]? rankIndices, BufferView loraHidden, BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, BufferView? loraAGrad, BufferView? loraBGrad)
+    protected override void LowRankMatmulBackwardCore(int n, int c, int o, int rank, BufferView outputGrad, BufferView input, BufferView weight, BufferView loraA, BufferView loraB, float scale, int[]? rankIndices, BufferView loraHidden, BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, BufferView? loraAGrad, BufferView? loraBGrad, bool accumulate)
     {
         var start = Stopwatch.GetTimestamp();
-        base.LowRankMatmulBackwardCore(n, c, o, rank, outputGrad, input, weight, loraA, loraB, scale, rankIndices, loraHidden, inputGrad, weightGrad, biasGrad, loraAGrad, loraBGrad);
+        base.LowRankMatmulBackwardCore(n, c, o, rank, outputGrad, input, weight, loraA, loraB, scale, rankIndices, loraHidden, inputGrad, weightGrad, biasGrad, loraAGrad, loraBGrad, accumulate);
         Record($"LowRankMatmulBackward {c}x{o}", start);
     }
 
@@ -130,10 +130,10 @@ internal sealed class ProfilingBackend : CpuBackend
         Record("GeluForward", start);
     }
 
-    protected override void GeluBackwardCore(BufferView input, BufferView outputGrad, BufferView inputGrad)
+    protected override void GeluBackwardCore(BufferView input, BufferView outputGrad, BufferView inputGrad, bool accumulate)
     {
         var start = Stopwatch.GetTimestamp();
-        base.GeluBackwardCore(input, outputGrad, inputGrad);
+        base.GeluBackwardCore(input, outputGrad, inputGrad, accumulate);
         Record("GeluBackward", start);
     }
 
@@ -158,10 +158,10 @@ internal sealed class ProfilingBackend : CpuBackend
         Record("AttentionForward", start);
     }
 
-    protected override void AttentionBackwardCore(int b, int t, int c, int heads, BufferView input, BufferView attention, BufferView outputGrad, BufferView inputGrad)
+    protected override void AttentionBackwardCore(int b, int t, int c, int heads, BufferView input, BufferView attention, BufferView outputGrad, BufferView inputGrad, bool accumulate)
     {
         var start = Stopwatch.GetTimestamp();
-        base.AttentionBackwardCore(b, t, c, heads, input, attention, outputGrad, inputGrad);
+        base.AttentionBackwardCore(b, t, c, heads, input, attention, outputGrad, inputGrad, accumulate);
         Record("AttentionBackward", start);
     }
 
@@ -186,10 +186,10 @@ internal sealed class ProfilingBackend : CpuBackend
         Record("CrossEntropyForward", start);
     }
 
-    protected override void CrossEntropyBackwardCore(int n, int vocab, BufferView probabilities, ReadOnlySpan<int> targets, float lossScale, BufferView logitsGrad)
+    protected override void CrossEntropyBackwardCore(int n, int vocab, BufferView probabilities, ReadOnlySpan<int> targets, float lossScale, BufferView logitsGrad, bool accumulate)
     {
         var start = Stopwatch.GetTimestamp();
-        base.CrossEntropyBackwardCore(n, vocab, probabilities, targets, lossScale, logitsGrad);
+        base.CrossEntropyBackwardCore(n, vocab, probabilities, targets, lossScale, logitsGrad, accumulate);
         Record("CrossEntropyBackward", start);
     }
 

@@ -18,8 +18,11 @@ namespace FedLora.Kernels;
 /// </list>
 /// <para>All matrices are row-major float32. Forward ops overwrite their outputs; backward ops
 /// accumulate (+=) into gradients, as in llm.c, so that a gradient shared by two paths (the
-/// residual stream, a tied embedding) sums naturally. Outputs come last in every signature and
-/// must not overlap the inputs unless an op says so.</para>
+/// residual stream, a tied embedding) sums naturally, unless accumulate is false, which overwrites
+/// the input gradient (BLAS's beta = 0 against beta = 1): the first op to write an activation
+/// gradient then needs no zeroed buffer, and does not read one back. Weight, bias and adapter
+/// gradients always accumulate. Outputs come last in every signature and must not overlap the
+/// inputs unless an op says so.</para>
 /// <para>Every public op validates its arguments here, once, and throws
 /// <see cref="ArgumentException"/> naming the operand and both shapes; the backend's
 /// <c>*Core</c> method then runs unchecked.</para>
@@ -137,10 +140,11 @@ public abstract class Backend : IDisposable
     /// <summary>
     /// inputGrad += outputGrad weight; weightGrad += outputGrad^T input; biasGrad += colsum(outputGrad).
     /// outputGrad is (N,O), input is (N,C), weight is (O,C); inputGrad is (N,C), weightGrad (O,C),
-    /// biasGrad (O). A null gradient is skipped (frozen weights, or an input that needs none).
+    /// biasGrad (O). A null gradient is skipped (frozen weights, or an input that needs none). With
+    /// <c>accumulate</c> false, inputGrad = outputGrad weight instead (the weight and bias gradients still add).
     /// </summary>
     public void MatmulBackward(int n, int c, int o, BufferView outputGrad, BufferView input, BufferView weight,
-        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad)
+        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, bool accumulate = true)
     {
         Check.Dims((nameof(n), n), (nameof(c), c), (nameof(o), o));
         Check.View(this, outputGrad, nameof(outputGrad), "(N,O)", n, o);
@@ -149,7 +153,7 @@ public abstract class Backend : IDisposable
         Check.Optional(this, inputGrad, nameof(inputGrad), "(N,C)", n, c);
         Check.Optional(this, weightGrad, nameof(weightGrad), "(O,C)", o, c);
         Check.Optional(this, biasGrad, nameof(biasGrad), "(O)", o);
-        MatmulBackwardCore(n, c, o, outputGrad, input, weight, inputGrad, weightGrad, biasGrad);
+        MatmulBackwardCore(n, c, o, outputGrad, input, weight, inputGrad, weightGrad, biasGrad, accumulate);
     }
 
     // ---------------------------------------------------------------- low-rank (LoRA) matmul
@@ -180,11 +184,13 @@ public abstract class Backend : IDisposable
     /// loraBGrad[:,I] += s outputGrad^T t; loraAGrad[I,:] += s u^T input;
     /// inputGrad += outputGrad weight + s u A_I; weightGrad += outputGrad^T input; biasGrad += colsum(outputGrad).
     /// outputGrad is (N,O), input (N,C), weight (O,C), A and loraAGrad (r,C), B and loraBGrad (O,r),
-    /// loraHidden (N,k), inputGrad (N,C), weightGrad (O,C), biasGrad (O). Null gradients are skipped.
+    /// loraHidden (N,k), inputGrad (N,C), weightGrad (O,C), biasGrad (O). Null gradients are skipped. With
+    /// <c>accumulate</c> false, inputGrad = outputGrad weight + s u A_I instead (the other gradients still add).
     /// </summary>
     public void LowRankMatmulBackward(int n, int c, int o, int rank, BufferView outputGrad, BufferView input,
         BufferView weight, BufferView loraA, BufferView loraB, float scale, int[]? rankIndices, BufferView loraHidden,
-        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, BufferView? loraAGrad, BufferView? loraBGrad)
+        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, BufferView? loraAGrad, BufferView? loraBGrad,
+        bool accumulate = true)
     {
         Check.Dims((nameof(n), n), (nameof(c), c), (nameof(o), o), (nameof(rank), rank));
         var k = Check.RankIndices(rankIndices, rank);
@@ -200,7 +206,7 @@ public abstract class Backend : IDisposable
         Check.Optional(this, loraAGrad, nameof(loraAGrad), "(r,C)", rank, c);
         Check.Optional(this, loraBGrad, nameof(loraBGrad), "(O,r)", o, rank);
         LowRankMatmulBackwardCore(n, c, o, rank, outputGrad, input, weight, loraA, loraB, scale, rankIndices, loraHidden,
-            inputGrad, weightGrad, biasGrad, loraAGrad, loraBGrad);
+            inputGrad, weightGrad, biasGrad, loraAGrad, loraBGrad, accumulate);
     }
 
     // ---------------------------------------------------------------- federated aggregation kernels
@@ -285,13 +291,15 @@ public abstract class Backend : IDisposable
         GeluForwardCore(input, output);
     }
 
-    /// <summary>inputGrad += gelu'(input) outputGrad. All three are (L).</summary>
-    public void GeluBackward(BufferView input, BufferView outputGrad, BufferView inputGrad)
+    /// <summary>
+    /// inputGrad += gelu'(input) outputGrad, or = with <c>accumulate</c> false. All three are (L).
+    /// </summary>
+    public void GeluBackward(BufferView input, BufferView outputGrad, BufferView inputGrad, bool accumulate = true)
     {
         Check.Own(this, input, nameof(input));
         Check.View(this, outputGrad, nameof(outputGrad), "(L)", input.Length);
         Check.View(this, inputGrad, nameof(inputGrad), "(L)", input.Length);
-        GeluBackwardCore(input, outputGrad, inputGrad);
+        GeluBackwardCore(input, outputGrad, inputGrad, accumulate);
     }
 
     /// <summary>output = a + b. All three are (L).</summary>
@@ -328,11 +336,11 @@ public abstract class Backend : IDisposable
     }
 
     /// <summary>
-    /// inputGrad += d(attention)/d(input) outputGrad. input and inputGrad are (B,T,3C), attention is
-    /// (B,NH,T,T) from the forward pass, outputGrad is (B,T,C).
+    /// inputGrad += d(attention)/d(input) outputGrad, or = with <c>accumulate</c> false. input and
+    /// inputGrad are (B,T,3C), attention is (B,NH,T,T) from the forward pass, outputGrad is (B,T,C).
     /// </summary>
     public void AttentionBackward(int b, int t, int c, int heads, BufferView input, BufferView attention,
-        BufferView outputGrad, BufferView inputGrad)
+        BufferView outputGrad, BufferView inputGrad, bool accumulate = true)
     {
         Check.Dims((nameof(b), b), (nameof(t), t), (nameof(c), c), (nameof(heads), heads));
         Check.Heads(c, heads);
@@ -340,7 +348,7 @@ public abstract class Backend : IDisposable
         Check.View(this, attention, nameof(attention), "(B,NH,T,T)", b, heads, t, t);
         Check.View(this, outputGrad, nameof(outputGrad), "(B,T,C)", b, t, c);
         Check.View(this, inputGrad, nameof(inputGrad), "(B,T,3C)", b, t, 3 * c);
-        AttentionBackwardCore(b, t, c, heads, input, attention, outputGrad, inputGrad);
+        AttentionBackwardCore(b, t, c, heads, input, attention, outputGrad, inputGrad, accumulate);
     }
 
     /// <summary>
@@ -394,16 +402,17 @@ public abstract class Backend : IDisposable
     /// <summary>
     /// logitsGrad[i,:] += lossScale (probabilities[i,:] - onehot(targets[i])) for rows whose target is
     /// not -1 (lossScale is d(loss)/d(losses[i]), e.g. 1/count for a mean). probabilities and
-    /// logitsGrad are (N,V), targets is (N).
+    /// logitsGrad are (N,V), targets is (N). With <c>accumulate</c> false those rows are written (=)
+    /// instead, and the rows whose target is -1 set to 0.
     /// </summary>
     public void CrossEntropyBackward(int n, int vocab, BufferView probabilities, ReadOnlySpan<int> targets,
-        float lossScale, BufferView logitsGrad)
+        float lossScale, BufferView logitsGrad, bool accumulate = true)
     {
         Check.Dims((nameof(n), n), (nameof(vocab), vocab));
         Check.View(this, probabilities, nameof(probabilities), "(N,V)", n, vocab);
         Check.Tokens(nameof(targets), targets, n, vocab, allowIgnored: true);
         Check.View(this, logitsGrad, nameof(logitsGrad), "(N,V)", n, vocab);
-        CrossEntropyBackwardCore(n, vocab, probabilities, targets, lossScale, logitsGrad);
+        CrossEntropyBackwardCore(n, vocab, probabilities, targets, lossScale, logitsGrad, accumulate);
     }
 
     // ---------------------------------------------------------------- optimizers
@@ -454,12 +463,12 @@ public abstract class Backend : IDisposable
     protected abstract double SumOfSquaresCore(BufferView x);
     protected abstract void MatmulForwardCore(int n, int c, int o, BufferView input, BufferView weight, BufferView? bias, BufferView output);
     protected abstract void MatmulBackwardCore(int n, int c, int o, BufferView outputGrad, BufferView input, BufferView weight,
-        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad);
+        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, bool accumulate);
     protected abstract void LowRankMatmulForwardCore(int n, int c, int o, int rank, BufferView input, BufferView weight, BufferView? bias,
         BufferView loraA, BufferView loraB, float scale, int[]? rankIndices, BufferView loraHidden, BufferView output);
     protected abstract void LowRankMatmulBackwardCore(int n, int c, int o, int rank, BufferView outputGrad, BufferView input,
         BufferView weight, BufferView loraA, BufferView loraB, float scale, int[]? rankIndices, BufferView loraHidden,
-        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, BufferView? loraAGrad, BufferView? loraBGrad);
+        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, BufferView? loraAGrad, BufferView? loraBGrad, bool accumulate);
     protected abstract void MaskedSketchUpdateCore(int c, int o, int rank, int[] rankIndices, float coefficient,
         BufferView subA, BufferView subB, BufferView loraA, BufferView loraB);
     protected abstract void StackedAggregationCore(int o, int c, int stackedRank, BufferView stackedB, BufferView stackedA,
@@ -469,12 +478,12 @@ public abstract class Backend : IDisposable
     protected abstract void LayerNormBackwardCore(int n, int c, BufferView outputGrad, BufferView input, BufferView weight,
         BufferView mean, BufferView rstd, BufferView inputGrad, BufferView? weightGrad, BufferView? biasGrad);
     protected abstract void GeluForwardCore(BufferView input, BufferView output);
-    protected abstract void GeluBackwardCore(BufferView input, BufferView outputGrad, BufferView inputGrad);
+    protected abstract void GeluBackwardCore(BufferView input, BufferView outputGrad, BufferView inputGrad, bool accumulate);
     protected abstract void ResidualForwardCore(BufferView a, BufferView b, BufferView output);
     protected abstract void ResidualBackwardCore(BufferView outputGrad, BufferView aGrad, BufferView bGrad);
     protected abstract void AttentionForwardCore(int b, int t, int c, int heads, BufferView input, BufferView attention, BufferView output);
     protected abstract void AttentionBackwardCore(int b, int t, int c, int heads, BufferView input, BufferView attention,
-        BufferView outputGrad, BufferView inputGrad);
+        BufferView outputGrad, BufferView inputGrad, bool accumulate);
     protected abstract void EmbeddingForwardCore(int b, int t, int c, int vocab, ReadOnlySpan<int> tokens, BufferView tokenTable,
         BufferView positionTable, BufferView output);
     protected abstract void EmbeddingBackwardCore(int b, int t, int c, int vocab, ReadOnlySpan<int> tokens, BufferView outputGrad,
@@ -482,7 +491,7 @@ public abstract class Backend : IDisposable
     protected abstract void CrossEntropyForwardCore(int n, int vocab, BufferView logits, ReadOnlySpan<int> targets,
         BufferView probabilities, BufferView losses);
     protected abstract void CrossEntropyBackwardCore(int n, int vocab, BufferView probabilities, ReadOnlySpan<int> targets,
-        float lossScale, BufferView logitsGrad);
+        float lossScale, BufferView logitsGrad, bool accumulate);
     protected abstract void AdamWCore(in AdamWSettings settings, int timestep, BufferView grads, BufferView? mask,
         BufferView parameters, BufferView m, BufferView v);
     protected abstract void SgdCore(float learningRate, float weightDecay, BufferView grads, BufferView? mask, BufferView parameters);

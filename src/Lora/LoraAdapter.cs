@@ -47,15 +47,16 @@ public readonly record struct LoraAdapter(int InFeatures, int OutFeatures, int R
 
     /// <summary>
     /// Accumulates the gradients of <see cref="Forward"/>: into gradA (r,C) and gradB (O,r) at the active
-    /// ranks, inputGrad (N,C), and, when not null, weightGrad (O,C) and biasGrad (O).
+    /// ranks, inputGrad (N,C) (overwritten instead with <c>accumulate</c> false), and, when not null,
+    /// weightGrad (O,C) and biasGrad (O).
     /// </summary>
     public void Backward(Backend backend, int n, BufferView outputGrad, BufferView input, BufferView weight,
         int[]? rankIndices, float scale, BufferView hidden, BufferView inputGrad, BufferView? weightGrad, BufferView? biasGrad,
-        BufferView? gradA, BufferView? gradB)
+        BufferView? gradA, BufferView? gradB, bool accumulate = true)
     {
         ArgumentNullException.ThrowIfNull(backend);
         backend.LowRankMatmulBackward(n, InFeatures, OutFeatures, Rank, outputGrad, input, weight, A, B, scale, rankIndices, hidden,
-            inputGrad, weightGrad, biasGrad, gradA, gradB);
+            inputGrad, weightGrad, biasGrad, gradA, gradB, accumulate);
     }
 
     /// <summary>weight += s B A: folds the adapter into the base weight (O,C).</summary>

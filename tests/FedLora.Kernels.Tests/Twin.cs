@@ -47,6 +47,12 @@ public sealed class Twin : IDisposable
     /// <summary>A twin tensor of zeros.</summary>
     public TwinTensor Zeros(int length) => Tensor(new float[length]);
 
+    /// <summary>
+    /// A twin tensor of NaNs: the garbage an overwriting op must not read, nor leave anywhere (a NaN
+    /// left on the device side where the reference wrote a number fails <see cref="AssertClose(TwinTensor, float, float, string)"/>).
+    /// </summary>
+    public TwinTensor NaNs(int length) => Tensor(Enumerable.Repeat(float.NaN, length).ToArray());
+
     public float[] RandomValues(int length, float scale = 1f)
     {
         var values = new float[length];

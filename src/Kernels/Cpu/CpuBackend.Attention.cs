@@ -23,7 +23,8 @@ namespace FedLora.Kernels.Cpu;
 // Backward in two passes: per block of query rows, dP, then P (copied from the attention matrix,
 // which is read only on and below the diagonal) and dS = scale P (dP - rowsum(P dP)) into (T,Tp)
 // scratch, then dq += dS k; per block of key rows, dk += dS^T q and dv += P^T dy; so every gradient
-// row is summed in registers and added to inputGrad once.
+// row is summed in registers and added to inputGrad once (or stored, when not accumulating: the
+// pairs' rows tile inputGrad exactly, so every element is written).
 // Padding: Tp is T rounded up to 32 floats (so that 2-vector column tiles stay inside at every
 // width) plus 16, an odd number of cache lines, so that a walk down a column of a (.,Tp) matrix
 // visits many L1 sets; hsP is hs rounded up to 2 vectors; packed rows past T and columns past hs
@@ -41,21 +42,21 @@ public unsafe partial class CpuBackend
     {
         if (heads == 0 || b == 0 || t == 0) return;
         var job = new AttentionJob(new AttentionShape(t, c, heads), Simd.Address(input), Simd.Address(attention), Simd.Address(output),
-            null, forward: true);
+            null, forward: true, accumulate: false);
         CpuParallel.For(b * heads, ref job);
     }
 
     /// <summary>
     /// Per (b, h) pair, with dP = dy v^T and dS = P (dP - rowsum(P dP)) / sqrt(hs) (zero above the
-    /// diagonal): dq += dS k; dk += dS^T q; dv += P^T dy. input and inputGrad are (B,T,3C),
-    /// attention is (B,NH,T,T), outputGrad is (B,T,C).
+    /// diagonal): dq += dS k; dk += dS^T q; dv += P^T dy (= when not accumulating). input and
+    /// inputGrad are (B,T,3C), attention is (B,NH,T,T), outputGrad is (B,T,C).
     /// </summary>
     protected override void AttentionBackwardCore(int b, int t, int c, int heads, BufferView input, BufferView attention,
-        BufferView outputGrad, BufferView inputGrad)
+        BufferView outputGrad, BufferView inputGrad, bool accumulate)
     {
         if (heads == 0 || b == 0 || t == 0) return;
         var job = new AttentionJob(new AttentionShape(t, c, heads), Simd.Address(input), Simd.Address(attention), Simd.Address(outputGrad),
-            Simd.Address(inputGrad), forward: false);
+            Simd.Address(inputGrad), forward: false, accumulate);
         CpuParallel.For(b * heads, ref job);
     }
 
@@ -73,7 +74,7 @@ public unsafe partial class CpuBackend
     }
 
     private readonly struct AttentionJob(AttentionShape shape, float* input, float* attention, float* outputOrGrad, float* inputGrad,
-        bool forward) : IParallelJob
+        bool forward, bool accumulate) : IParallelJob
     {
         public void Execute(int index)
         {
@@ -91,10 +92,10 @@ public unsafe partial class CpuBackend
             else
             {
                 var dqkv = inputGrad + (long)batch * shape.T * 3 * shape.C + head * shape.HeadSize;
-                if (SimdWidth.Use512) AttentionBackwardPair<Simd512>(shape, qkv, att, y, dqkv);
-                else if (SimdWidth.Use256) AttentionBackwardPair<Simd256>(shape, qkv, att, y, dqkv);
-                else if (SimdWidth.Use128) AttentionBackwardPair<Simd128>(shape, qkv, att, y, dqkv);
-                else AttentionBackwardPair<SimdScalar>(shape, qkv, att, y, dqkv);
+                if (SimdWidth.Use512) AttentionBackwardPair<Simd512>(shape, qkv, att, y, dqkv, accumulate);
+                else if (SimdWidth.Use256) AttentionBackwardPair<Simd256>(shape, qkv, att, y, dqkv, accumulate);
+                else if (SimdWidth.Use128) AttentionBackwardPair<Simd128>(shape, qkv, att, y, dqkv, accumulate);
+                else AttentionBackwardPair<SimdScalar>(shape, qkv, att, y, dqkv, accumulate);
             }
         }
     }
@@ -152,9 +153,12 @@ public unsafe partial class CpuBackend
         if (Sse.IsSupported) Sse.StoreFence();
     }
 
-    /// <summary>One (b, h) pair's backward pass; dy points at its output gradient (row stride C), dqkv like qkv.</summary>
+    /// <summary>
+    /// One (b, h) pair's backward pass; dy points at its output gradient (row stride C), dqkv like qkv,
+    /// which is added to or, when not <paramref name="accumulate"/>, overwritten.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void AttentionBackwardPair<TVector>(AttentionShape shape, float* qkv, float* att, float* dy, float* dqkv)
+    private static void AttentionBackwardPair<TVector>(AttentionShape shape, float* qkv, float* att, float* dy, float* dqkv, bool accumulate)
         where TVector : unmanaged, ISimdFloat<TVector>
     {
         int t = shape.T, hs = shape.HeadSize, stride = 3 * shape.C, c = shape.C;
@@ -187,7 +191,7 @@ public unsafe partial class CpuBackend
             SoftmaxBackwardBlock<TVector>(att + (long)i0 * t, t, probabilityGrads, probabilities + i0 * tp, scoreGrads + i0 * tp, tp, i0, rows,
                 shape.Scale);
             WeightedRows<TVector>(scoreGrads + i0 * tp, tp, 1, i0 + rows, keys, hsP, sums);
-            for (var r = 0; r < rows; r++) AddRow<TVector>(sums + r * hsP, dqkv + (long)(i0 + r) * stride, hs);
+            for (var r = 0; r < rows; r++) GradientRow<TVector>(sums + r * hsP, dqkv + (long)(i0 + r) * stride, hs, accumulate);
         }
         // Per block of key rows j0..j0+7, summing over the query rows i >= j0 (zero weights where i < j):
         // dk += dS^T q, dv += P^T dy.
@@ -196,9 +200,9 @@ public unsafe partial class CpuBackend
             var keyRows = Math.Min(BlockRows, t - j0);
             var dk = dqkv + (long)j0 * stride + c;
             WeightedRows<TVector>(scoreGrads + j0 * tp + j0, 1, tp, t - j0, queries + j0 * hsP, hsP, sums);
-            for (var r = 0; r < keyRows; r++) AddRow<TVector>(sums + r * hsP, dk + (long)r * stride, hs);
+            for (var r = 0; r < keyRows; r++) GradientRow<TVector>(sums + r * hsP, dk + (long)r * stride, hs, accumulate);
             WeightedRows<TVector>(probabilities + j0 * tp + j0, 1, tp, t - j0, outputGrads + j0 * hsP, hsP, sums);
-            for (var r = 0; r < keyRows; r++) AddRow<TVector>(sums + r * hsP, dk + c + (long)r * stride, hs);
+            for (var r = 0; r < keyRows; r++) GradientRow<TVector>(sums + r * hsP, dk + c + (long)r * stride, hs, accumulate);
         }
     }
 
@@ -224,13 +228,18 @@ public unsafe partial class CpuBackend
         }
     }
 
-    /// <summary>destination[0..n) += source[0..n).</summary>
+    /// <summary>destination[0..n) += source[0..n), or = when not <paramref name="accumulate"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AddRow<TVector>(float* source, float* destination, int n) where TVector : unmanaged, ISimdFloat<TVector>
+    private static void GradientRow<TVector>(float* source, float* destination, int n, bool accumulate)
+        where TVector : unmanaged, ISimdFloat<TVector>
     {
         var d = 0;
-        for (; d <= n - TVector.Count; d += TVector.Count) (TVector.Load(destination + d) + TVector.Load(source + d)).Store(destination + d);
-        for (; d < n; d++) destination[d] += source[d];
+        for (; d <= n - TVector.Count; d += TVector.Count)
+        {
+            var sum = TVector.Load(source + d);
+            (accumulate ? TVector.Load(destination + d) + sum : sum).Store(destination + d);
+        }
+        for (; d < n; d++) destination[d] = accumulate ? destination[d] + source[d] : source[d];
     }
 
     /// <summary>destination[0..n) = factor * source[0..n).</summary>

@@ -25,16 +25,17 @@ public unsafe partial class CpuBackend
 
     /// <summary>
     /// logitsGrad[i,:] += lossScale (probabilities[i,:] - onehot(targets[i])) for rows whose target
-    /// is not -1. probabilities and logitsGrad are (N,V), targets is (N).
+    /// is not -1 (= when not accumulating, and 0 in the other rows). probabilities and logitsGrad are
+    /// (N,V), targets is (N).
     /// </summary>
     protected override void CrossEntropyBackwardCore(int n, int vocab, BufferView probabilities, ReadOnlySpan<int> targets,
-        float lossScale, BufferView logitsGrad)
+        float lossScale, BufferView logitsGrad, bool accumulate)
     {
         var rowsPerTask = Math.Max(1, Simd.ChunkLength / Math.Max(1, vocab));
         fixed (int* targetAddress = targets)
         {
             var job = new CrossEntropyBackwardJob(n, vocab, rowsPerTask, Simd.Address(probabilities), targetAddress, lossScale,
-                Simd.Address(logitsGrad));
+                Simd.Address(logitsGrad), accumulate);
             CpuParallel.For((n + rowsPerTask - 1) / rowsPerTask, ref job);
         }
     }
@@ -101,7 +102,7 @@ public unsafe partial class CpuBackend
     }
 
     private readonly struct CrossEntropyBackwardJob(int n, int vocab, int rowsPerTask, float* probabilities, int* targets,
-        float lossScale, float* logitsGrad) : IParallelJob
+        float lossScale, float* logitsGrad, bool accumulate) : IParallelJob
     {
         public void Execute(int index)
         {
@@ -109,13 +110,24 @@ public unsafe partial class CpuBackend
             for (var row = index * rowsPerTask; row < end; row++)
             {
                 var target = targets[row];
-                if (target < 0) continue;
                 var probs = probabilities + (long)row * vocab;
                 var dz = logitsGrad + (long)row * vocab;
-                // The target's term is p - 1, rounded once like every other element's: keep its old gradient.
-                var old = dz[target];
-                Simd.MapRange(new AxpyOperator(lossScale), probs, dz, null, dz, vocab);
-                dz[target] = MathF.FusedMultiplyAdd(lossScale, probs[target] - 1f, old);
+                if (target < 0)
+                {
+                    if (!accumulate) Simd.MapRange(new FillOperator(0f), null, null, null, dz, vocab);
+                }
+                else if (accumulate)
+                {
+                    // The target's term is p - 1, rounded once like every other element's: keep its old gradient.
+                    var old = dz[target];
+                    Simd.MapRange(new AxpyOperator(lossScale), probs, dz, null, dz, vocab);
+                    dz[target] = MathF.FusedMultiplyAdd(lossScale, probs[target] - 1f, old);
+                }
+                else
+                {
+                    Simd.MapRange(new ScaleOperator(lossScale), probs, null, null, dz, vocab);
+                    dz[target] = lossScale * (probs[target] - 1f);
+                }
             }
         }
     }

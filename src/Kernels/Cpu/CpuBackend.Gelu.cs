@@ -14,13 +14,16 @@ public unsafe partial class CpuBackend
         Simd.Map(default(GeluOperator), Simd.Address(input), null, null, Simd.Address(output), input.Length);
 
     /// <summary>
-    /// inputGrad += gelu'(x) outputGrad, gelu'(x) = sigma + 2 x u'(x) e sigma^2 with e = e^(-2u),
-    /// sigma = 1 / (1 + e) and u'(x) = sqrt(2/pi) (1 + 3 * 0.044715 x^2). All three are (L).
+    /// inputGrad += gelu'(x) outputGrad (= when not accumulating), gelu'(x) = sigma + 2 x u'(x) e sigma^2
+    /// with e = e^(-2u), sigma = 1 / (1 + e) and u'(x) = sqrt(2/pi) (1 + 3 * 0.044715 x^2). All three are (L).
     /// </summary>
-    protected override void GeluBackwardCore(BufferView input, BufferView outputGrad, BufferView inputGrad)
+    protected override void GeluBackwardCore(BufferView input, BufferView outputGrad, BufferView inputGrad, bool accumulate)
     {
+        var x = Simd.Address(input);
+        var dy = Simd.Address(outputGrad);
         var dx = Simd.Address(inputGrad);
-        Simd.Map(default(GeluBackwardOperator), Simd.Address(input), Simd.Address(outputGrad), dx, dx, input.Length);
+        if (accumulate) Simd.Map(default(GeluBackwardOperator), x, dy, dx, dx, input.Length);
+        else Simd.Map(default(GeluGradientOperator), x, dy, null, dx, input.Length);
     }
 }
 
@@ -44,13 +47,28 @@ internal readonly struct GeluOperator : IElementwise
     }
 }
 
-/// <summary>destination = z + gelu'(x) y, with gelu'(x) = sigma + 2 x u'(x) e sigma^2, e = e^(-2u), sigma = 1/(1+e).</summary>
+/// <summary>destination = z + gelu'(x) y, rounded once (the accumulating backward).</summary>
 internal readonly struct GeluBackwardOperator : IElementwise
 {
     public static int Arity => 3;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public TVector Invoke<TVector>(TVector x, TVector y, TVector z) where TVector : unmanaged, ISimdFloat<TVector>
+    public TVector Invoke<TVector>(TVector x, TVector y, TVector z) where TVector : unmanaged, ISimdFloat<TVector> =>
+        TVector.MultiplyAdd(GeluGradientOperator.Derivative(x), y, z);
+}
+
+/// <summary>destination = gelu'(x) y (the overwriting backward).</summary>
+internal readonly struct GeluGradientOperator : IElementwise
+{
+    public static int Arity => 2;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public TVector Invoke<TVector>(TVector x, TVector y, TVector z) where TVector : unmanaged, ISimdFloat<TVector> =>
+        Derivative(x) * y;
+
+    /// <summary>gelu'(x) = sigma + 2 x u'(x) e sigma^2, with e = e^(-2u) and sigma = 1/(1+e).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TVector Derivative<TVector>(TVector x) where TVector : unmanaged, ISimdFloat<TVector>
     {
         var x2 = x * x;
         var minusTwoU = x * TVector.MultiplyAdd(TVector.Create(-2 * GeluOperator.Scale * GeluOperator.Cubic), x2, TVector.Create(-2 * GeluOperator.Scale));
@@ -59,7 +77,6 @@ internal readonly struct GeluBackwardOperator : IElementwise
         var sigma = TVector.Create(1f) / (TVector.Create(1f) + e);
         var twoDuDx = TVector.MultiplyAdd(TVector.Create(2 * GeluOperator.Scale * 3 * GeluOperator.Cubic), x2, TVector.Create(2 * GeluOperator.Scale));
         // e sigma = 1 - sigma is at most 1: multiplying by it first keeps x u'(x) from overflowing.
-        var derivative = TVector.MultiplyAdd(x * twoDuDx * (e * sigma), sigma, sigma);
-        return TVector.MultiplyAdd(derivative, y, z);
+        return TVector.MultiplyAdd(x * twoDuDx * (e * sigma), sigma, sigma);
     }
 }

@@ -24,12 +24,12 @@ public partial class CpuBackend
     }
 
     /// <summary>
-    /// dx(N,C) += dy(N,O) W(O,C): M = N, N = C, K = O. dW(O,C) += dy^T x: M = O, N = C, K = N, with
-    /// dbias(O) += colsum(dy) summed by the dW tiles from the rows of dy^T they own (or one pass over
-    /// dy without dW).
+    /// dx(N,C) += dy(N,O) W(O,C) (= when not accumulating): M = N, N = C, K = O. dW(O,C) += dy^T x:
+    /// M = O, N = C, K = N, with dbias(O) += colsum(dy) summed by the dW tiles from the rows of dy^T
+    /// they own (or one pass over dy without dW).
     /// </summary>
     protected override unsafe void MatmulBackwardCore(int n, int c, int o, BufferView outputGrad, BufferView input, BufferView weight,
-        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad)
+        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, bool accumulate)
     {
         var dy = GemmViews.Pointer(outputGrad);
         var x = GemmViews.Pointer(input);
@@ -38,7 +38,7 @@ public partial class CpuBackend
         {
             var a = GemmOperand.Plain(GemmSource.Strided(dy, o, 1), o);
             var b = GemmOperand.Plain(GemmSource.Strided(w, 1, c), o);
-            Gemm.Run(n, c, o, a, b, GemmOutput.RowMajor(GemmViews.Pointer(dx), c), accumulate: true);
+            Gemm.Run(n, c, o, a, b, GemmOutput.RowMajor(GemmViews.Pointer(dx), c), accumulate);
         }
         WeightAndBiasGrad(n, c, o, dy, x, weightGrad, biasGrad);
     }
@@ -90,12 +90,13 @@ public partial class CpuBackend
     }
 
     /// <summary>
-    /// u(N,k) = dy B_I; dx += [dy | s u] [W ; A_I] as ONE GEMM with K = O + k; dW += dy^T x (dbias folded);
-    /// dB[:,I] += s dy^T t and dA[I,:] += s u^T x, scattered through I by the GEMM's output map.
+    /// u(N,k) = dy B_I; dx += [dy | s u] [W ; A_I] (= when not accumulating) as ONE GEMM with K = O + k;
+    /// dW += dy^T x (dbias folded); dB[:,I] += s dy^T t and dA[I,:] += s u^T x, scattered through I by
+    /// the GEMM's output map.
     /// </summary>
     protected override unsafe void LowRankMatmulBackwardCore(int n, int c, int o, int rank, BufferView outputGrad, BufferView input,
         BufferView weight, BufferView loraA, BufferView loraB, float scale, int[]? rankIndices, BufferView loraHidden,
-        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, BufferView? loraAGrad, BufferView? loraBGrad)
+        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, BufferView? loraAGrad, BufferView? loraBGrad, bool accumulate)
     {
         var k = rankIndices?.Length ?? rank;
         var dy = GemmViews.Pointer(outputGrad);
@@ -123,7 +124,7 @@ public partial class CpuBackend
                 aRows.KIndex = indices;
                 var a = GemmOperand.Concat(GemmSource.Strided(dy, o, 1), o, hidden);
                 var b = GemmOperand.Concat(GemmSource.Strided(w, 1, c), o, aRows);
-                Gemm.Run(n, c, o + k, a, b, GemmOutput.RowMajor(GemmViews.Pointer(dx), c), accumulate: true);
+                Gemm.Run(n, c, o + k, a, b, GemmOutput.RowMajor(GemmViews.Pointer(dx), c), accumulate);
             }
             WeightAndBiasGrad(n, c, o, dy, x, weightGrad, biasGrad);
             if (loraBGrad is { } dbView && n > 0)

@@ -35,8 +35,9 @@ public sealed partial class OpenClBackend
 
     /// <inheritdoc/>
     protected override void AttentionBackwardCore(int b, int t, int c, int heads, BufferView input, BufferView attention,
-        BufferView outputGrad, BufferView inputGrad)
+        BufferView outputGrad, BufferView inputGrad, bool accumulate)
     {
+        ZeroIfOverwriting(inputGrad, accumulate);
         if (b * heads * t == 0 || c == 0) return;
         lock (_gate)
         {

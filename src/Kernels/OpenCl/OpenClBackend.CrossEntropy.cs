@@ -24,8 +24,9 @@ public sealed partial class OpenClBackend
 
     /// <inheritdoc/>
     protected override void CrossEntropyBackwardCore(int n, int vocab, BufferView probabilities, ReadOnlySpan<int> targets,
-        float lossScale, BufferView logitsGrad)
+        float lossScale, BufferView logitsGrad, bool accumulate)
     {
+        ZeroIfOverwriting(logitsGrad, accumulate);
         if (n == 0 || vocab == 0) return;
         lock (_gate)
         {

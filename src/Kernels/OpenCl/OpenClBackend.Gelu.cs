@@ -14,8 +14,9 @@ public sealed partial class OpenClBackend
     }
 
     /// <inheritdoc/>
-    protected override void GeluBackwardCore(BufferView input, BufferView outputGrad, BufferView inputGrad)
+    protected override void GeluBackwardCore(BufferView input, BufferView outputGrad, BufferView inputGrad, bool accumulate)
     {
+        ZeroIfOverwriting(inputGrad, accumulate);
         lock (_gate) Run(Gelu.Backward, input.Length, input.Length, input, outputGrad, inputGrad);
     }
 

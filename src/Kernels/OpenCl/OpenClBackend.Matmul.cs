@@ -71,8 +71,9 @@ public sealed partial class OpenClBackend
 
     /// <inheritdoc/>
     protected override void MatmulBackwardCore(int n, int c, int o, BufferView outputGrad, BufferView input, BufferView weight,
-        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad)
+        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, bool accumulate)
     {
+        ZeroIfOverwriting(inputGrad, accumulate);
         lock (_gate) DenseBackward(Matmul, n, c, o, outputGrad, input, weight, inputGrad, weightGrad, biasGrad);
     }
 
@@ -96,8 +97,9 @@ public sealed partial class OpenClBackend
     /// <inheritdoc/>
     protected override void LowRankMatmulBackwardCore(int n, int c, int o, int rank, BufferView outputGrad, BufferView input,
         BufferView weight, BufferView loraA, BufferView loraB, float scale, int[]? rankIndices, BufferView loraHidden,
-        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, BufferView? loraAGrad, BufferView? loraBGrad)
+        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, BufferView? loraAGrad, BufferView? loraBGrad, bool accumulate)
     {
+        ZeroIfOverwriting(inputGrad, accumulate);
         lock (_gate)
         {
             var kernels = Matmul;

@@ -24,6 +24,16 @@ public sealed partial class OpenClBackend
         }
     }
 
+    /// <summary>
+    /// Zeroes the input gradient of a backward op that is to overwrite it (accumulate false). This
+    /// backend's backward kernels only accumulate, so overwriting is a fill and then +=: the simplest
+    /// correct form, which keeps one kernel per op.
+    /// </summary>
+    private void ZeroIfOverwriting(BufferView? inputGrad, bool accumulate)
+    {
+        if (!accumulate && inputGrad is { } gradient) FillCore(gradient, 0f);
+    }
+
     /// <inheritdoc/>
     protected override unsafe void CopyCore(BufferView source, BufferView destination)
     {

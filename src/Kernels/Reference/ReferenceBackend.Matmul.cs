@@ -3,7 +3,8 @@ using FedLora.Kernels.Host;
 namespace FedLora.Kernels.Reference;
 
 // Matmul, low-rank (LoRA) matmul, masked sketch update and stacked aggregation, as the naive
-// triple loops they are defined by.
+// triple loops they are defined by. An input gradient to be overwritten (accumulate false) is
+// cleared, then accumulated into by the same loop.
 public partial class ReferenceBackend
 {
     /// <inheritdoc/>
@@ -26,7 +27,7 @@ public partial class ReferenceBackend
 
     /// <inheritdoc/>
     protected override void MatmulBackwardCore(int n, int c, int o, BufferView outputGrad, BufferView input, BufferView weight,
-        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad)
+        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, bool accumulate)
     {
         var dy = outputGrad.Span();
         var x = input.Span();
@@ -34,6 +35,7 @@ public partial class ReferenceBackend
         if (inputGrad is { } dxView)
         {
             var dx = dxView.Span();
+            if (!accumulate) dx.Clear();
             for (var i = 0; i < n; i++)
             {
                 for (var p = 0; p < c; p++)
@@ -101,7 +103,7 @@ public partial class ReferenceBackend
     /// <inheritdoc/>
     protected override void LowRankMatmulBackwardCore(int n, int c, int o, int rank, BufferView outputGrad, BufferView input,
         BufferView weight, BufferView loraA, BufferView loraB, float scale, int[]? rankIndices, BufferView loraHidden,
-        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, BufferView? loraAGrad, BufferView? loraBGrad)
+        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, BufferView? loraAGrad, BufferView? loraBGrad, bool accumulate)
     {
         var dy = outputGrad.Span();
         var x = input.Span();
@@ -109,7 +111,7 @@ public partial class ReferenceBackend
         var bl = loraB.Span();
         var t = loraHidden.Span();
         var k = rankIndices?.Length ?? rank;
-        MatmulBackwardCore(n, c, o, outputGrad, input, weight, inputGrad, weightGrad, biasGrad);
+        MatmulBackwardCore(n, c, o, outputGrad, input, weight, inputGrad, weightGrad, biasGrad, accumulate);
 
         // u = dy B_I is (N,k).
         var u = new double[n * k];

@@ -3,7 +3,8 @@ using FedLora.Kernels.Host;
 namespace FedLora.Kernels.Reference;
 
 // Layernorm, GELU, residual, attention, embedding, cross-entropy and the optimizers, following
-// llm.c's train_gpt2.c loop for loop.
+// llm.c's train_gpt2.c loop for loop. An input gradient to be overwritten (accumulate false) is
+// cleared, then accumulated into by the same loop.
 public partial class ReferenceBackend
 {
     private const double LayerNormEpsilon = 1e-5;
@@ -84,11 +85,12 @@ public partial class ReferenceBackend
     }
 
     /// <inheritdoc/>
-    protected override void GeluBackwardCore(BufferView input, BufferView outputGrad, BufferView inputGrad)
+    protected override void GeluBackwardCore(BufferView input, BufferView outputGrad, BufferView inputGrad, bool accumulate)
     {
         var x = input.Span();
         var dy = outputGrad.Span();
         var dx = inputGrad.Span();
+        if (!accumulate) dx.Clear();
         for (var i = 0; i < x.Length; i++)
         {
             double v = x[i];
@@ -167,12 +169,13 @@ public partial class ReferenceBackend
 
     /// <inheritdoc/>
     protected override void AttentionBackwardCore(int b, int t, int c, int heads, BufferView input, BufferView attention,
-        BufferView outputGrad, BufferView inputGrad)
+        BufferView outputGrad, BufferView inputGrad, bool accumulate)
     {
         var qkv = input.Span();
         var att = attention.Span();
         var dy = outputGrad.Span();
         var dqkv = inputGrad.Span();
+        if (!accumulate) dqkv.Clear();
         var hs = heads == 0 ? 0 : c / heads;
         var scale = 1.0 / Math.Sqrt(hs);
         var datt = new double[t];
@@ -274,10 +277,11 @@ public partial class ReferenceBackend
 
     /// <inheritdoc/>
     protected override void CrossEntropyBackwardCore(int n, int vocab, BufferView probabilities, ReadOnlySpan<int> targets,
-        float lossScale, BufferView logitsGrad)
+        float lossScale, BufferView logitsGrad, bool accumulate)
     {
         var probs = probabilities.Span();
         var dz = logitsGrad.Span();
+        if (!accumulate) dz.Clear();
         for (var i = 0; i < n; i++)
         {
             if (targets[i] < 0) continue;

@@ -216,10 +216,10 @@ public sealed class Gpt : IDisposable
         var w = _weights;
         var dw = WeightGrads;
 
-        backend.Fill(g.Logits(n, v), 0f);
-        backend.CrossEntropyBackward(n, v, _acts.Probabilities(n), _targets, 1f / _counted, g.Logits(n, v));
-        backend.Fill(g.Normed(n), 0f);
-        backend.MatmulBackward(n, c, v, g.Logits(n, v), _acts.LnF(n), w.TokenTable, g.Normed(n), dw?.TokenTable, null);
+        // Each activation gradient's first writer overwrites it (accumulate: false), so none is zeroed
+        // first; only residual, which LayerNormBackward adds into, is.
+        backend.CrossEntropyBackward(n, v, _acts.Probabilities(n), _targets, 1f / _counted, g.Logits(n, v), accumulate: false);
+        backend.MatmulBackward(n, c, v, g.Logits(n, v), _acts.LnF(n), w.TokenTable, g.Normed(n), dw?.TokenTable, null, accumulate: false);
         var residual = g.Residual(n);
         backend.Fill(residual, 0f);
         var lastResidual = _acts.Layer(Config.Layers - 1, n, b, t).Residual3;
@@ -234,20 +234,14 @@ public sealed class Gpt : IDisposable
             var layer = _acts.Layer(l, n, b, t);
             var blockInput = l == 0 ? _acts.Encoded(n) : _acts.Layer(l - 1, n, b, t).Residual3;
 
-            backend.Fill(g.MlpGelu(n), 0f);
             LinearBackward(l, MlpDown, n, residual, layer.MlpGelu, g.MlpGelu(n));
-            backend.Fill(g.MlpHidden(n), 0f);
-            backend.GeluBackward(layer.MlpHidden, g.MlpGelu(n), g.MlpHidden(n));
-            backend.Fill(g.Normed(n), 0f);
+            backend.GeluBackward(layer.MlpHidden, g.MlpGelu(n), g.MlpHidden(n), accumulate: false);
             LinearBackward(l, MlpUp, n, g.MlpHidden(n), layer.Ln2, g.Normed(n));
             backend.LayerNormBackward(n, c, g.Normed(n), layer.Residual2, lw.Ln2Weight, layer.Ln2Mean, layer.Ln2Rstd,
                 residual, ldw?.Ln2Weight, ldw?.Ln2Bias);
 
-            backend.Fill(g.AttentionOutput(n), 0f);
             LinearBackward(l, AttentionProjection, n, residual, layer.AttentionOutput, g.AttentionOutput(n));
-            backend.Fill(g.Qkv(n), 0f);
-            backend.AttentionBackward(b, t, c, nh, layer.Qkv, layer.Attention, g.AttentionOutput(n), g.Qkv(n));
-            backend.Fill(g.Normed(n), 0f);
+            backend.AttentionBackward(b, t, c, nh, layer.Qkv, layer.Attention, g.AttentionOutput(n), g.Qkv(n), accumulate: false);
             LinearBackward(l, Qkv, n, g.Qkv(n), layer.Ln1, g.Normed(n));
             backend.LayerNormBackward(n, c, g.Normed(n), blockInput, lw.Ln1Weight, layer.Ln1Mean, layer.Ln1Rstd,
                 residual, ldw?.Ln1Weight, ldw?.Ln1Bias);
@@ -274,6 +268,7 @@ public sealed class Gpt : IDisposable
             LoraHidden(layer, slot, n, indices?.Length ?? adapters.Rank), output);
     }
 
+    /// <summary>The backward of <see cref="Linear"/>: overwrites inputGrad, and accumulates the weight and adapter gradients.</summary>
     private void LinearBackward(int layer, int slot, int n, BufferView outputGrad, BufferView input, BufferView inputGrad)
     {
         var module = _adapterOf[layer * 4 + slot];
@@ -282,14 +277,14 @@ public sealed class Gpt : IDisposable
         var grads = WeightGrads?.Layers[layer].Linear(slot);
         if (module < 0)
         {
-            Backend.MatmulBackward(n, c, o, outputGrad, input, weight, inputGrad, grads?.Weight, grads?.Bias);
+            Backend.MatmulBackward(n, c, o, outputGrad, input, weight, inputGrad, grads?.Weight, grads?.Bias, accumulate: false);
             return;
         }
         var adapters = Adapters!;
         var indices = adapters.ActiveIndices(module);
         adapters.Adapters[module].Backward(Backend, n, outputGrad, input, weight, indices, adapters.ActiveScale(module),
             LoraHidden(layer, slot, n, indices?.Length ?? adapters.Rank), inputGrad, grads?.Weight, grads?.Bias,
-            adapters.GradientOfA(module), adapters.GradientOfB(module));
+            adapters.GradientOfA(module), adapters.GradientOfB(module), accumulate: false);
     }
 
     private (int C, int O) LinearShape(int slot)

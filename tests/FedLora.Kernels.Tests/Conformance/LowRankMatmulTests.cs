@@ -83,11 +83,16 @@ public class LowRankMatmulTests
     public void LowRankMatmulBackward_OddShapes_MatchesReference(string backend, int n, int c, int o, int rank, Ranks ranks) =>
         Backward(backend, n, c, o, rank, ranks, 0b11111);
 
+    // dx starts as NaN and must be written, not added to (dW, dbias, dA and dB still accumulate).
+    [Theory, MemberData(nameof(Cases))]
+    public void LowRankMatmulBackward_OverwritingNaNs_MatchesReference(string backend, int n, int c, int o, int rank, Ranks ranks) =>
+        Backward(backend, n, c, o, rank, ranks, 0b11111, accumulate: false);
+
     [Theory, MemberData(nameof(GradientSubsets))]
     public void LowRankMatmulBackward_SomeGradientsNull_MatchesReference(string backend, int grads) =>
         Backward(backend, 33, 17, 129, 7, Ranks.ShuffledSubset, grads);
 
-    private static void Backward(string backend, int n, int c, int o, int rank, Ranks ranks, int grads)
+    private static void Backward(string backend, int n, int c, int o, int rank, Ranks ranks, int grads, bool accumulate = true)
     {
         using var twin = new Twin(backend);
         var indices = Indices(ranks, rank, twin.Rng);
@@ -98,16 +103,16 @@ public class LowRankMatmulTests
         var a = twin.Random(rank * c);
         var b = twin.Random(o * rank);
         var t = twin.Random(n * k);
-        var dx = (grads & 1) != 0 ? twin.Random(n * c) : null;
+        var dx = (grads & 1) == 0 ? null : accumulate ? twin.Random(n * c) : twin.NaNs(n * c);
         var dw = (grads & 2) != 0 ? twin.Random(o * c) : null;
         var db = (grads & 4) != 0 ? twin.Random(o) : null;
         var da = (grads & 8) != 0 ? twin.Random(rank * c) : null;
         var dbl = (grads & 16) != 0 ? twin.Random(o * rank) : null;
         const float scale = 1.5f;
         twin.Reference.LowRankMatmulBackward(n, c, o, rank, dy.Reference, x.Reference, w.Reference, a.Reference, b.Reference, scale, indices,
-            t.Reference, dx?.Reference, dw?.Reference, db?.Reference, da?.Reference, dbl?.Reference);
+            t.Reference, dx?.Reference, dw?.Reference, db?.Reference, da?.Reference, dbl?.Reference, accumulate);
         twin.Device.LowRankMatmulBackward(n, c, o, rank, dy.Device, x.Device, w.Device, a.Device, b.Device, scale, indices,
-            t.Device, dx?.Device, dw?.Device, db?.Device, da?.Device, dbl?.Device);
+            t.Device, dx?.Device, dw?.Device, db?.Device, da?.Device, dbl?.Device, accumulate);
         var label = $"({n},{c},{o}) r={rank} {ranks}";
         // dA sums N products of u = dy B_I, itself a sum of O products.
         if (dx is not null) twin.AssertClose(dx, MatmulTests.Tolerance(o) * MathF.Sqrt(k + 1), MatmulTests.Tolerance(o + k), $"dx {label}");

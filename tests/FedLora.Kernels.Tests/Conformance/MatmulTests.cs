@@ -69,18 +69,36 @@ public class MatmulTests
         twin.AssertClose(y, Tolerance(c), Tolerance(c), $"y ({n},{c},{o}) bias={withBias}");
     }
 
+    public static TheoryData<string, int, int, int> OverwriteCases()
+    {
+        var data = new TheoryData<string, int, int, int>();
+        foreach (var backend in TestBackends.Names)
+        {
+            foreach (var (n, c, o) in Shapes) data.Add(backend, n, c, o);
+        }
+        return data;
+    }
+
     [Theory, MemberData(nameof(BackwardCases))]
-    public void MatmulBackward_OddShapes_MatchesReference(string backend, int n, int c, int o, int grads)
+    public void MatmulBackward_OddShapes_MatchesReference(string backend, int n, int c, int o, int grads) =>
+        Backward(backend, n, c, o, grads, accumulate: true);
+
+    // dx starts as NaN and must be written, not added to (dW and dbias still accumulate).
+    [Theory, MemberData(nameof(OverwriteCases))]
+    public void MatmulBackward_OverwritingNaNs_MatchesReference(string backend, int n, int c, int o) =>
+        Backward(backend, n, c, o, 0b111, accumulate: false);
+
+    private static void Backward(string backend, int n, int c, int o, int grads, bool accumulate)
     {
         using var twin = new Twin(backend);
         var dy = twin.Random(n * o);
         var x = twin.Random(n * c);
         var w = twin.Random(o * c);
-        var dx = (grads & 1) != 0 ? twin.Random(n * c) : null;
+        var dx = (grads & 1) == 0 ? null : accumulate ? twin.Random(n * c) : twin.NaNs(n * c);
         var dw = (grads & 2) != 0 ? twin.Random(o * c) : null;
         var db = (grads & 4) != 0 ? twin.Random(o) : null;
-        twin.Reference.MatmulBackward(n, c, o, dy.Reference, x.Reference, w.Reference, dx?.Reference, dw?.Reference, db?.Reference);
-        twin.Device.MatmulBackward(n, c, o, dy.Device, x.Device, w.Device, dx?.Device, dw?.Device, db?.Device);
+        twin.Reference.MatmulBackward(n, c, o, dy.Reference, x.Reference, w.Reference, dx?.Reference, dw?.Reference, db?.Reference, accumulate);
+        twin.Device.MatmulBackward(n, c, o, dy.Device, x.Device, w.Device, dx?.Device, dw?.Device, db?.Device, accumulate);
         if (dx is not null) twin.AssertClose(dx, Tolerance(o), Tolerance(o), $"dx ({n},{c},{o})");
         if (dw is not null) twin.AssertClose(dw, Tolerance(n), Tolerance(n), $"dW ({n},{c},{o})");
         if (db is not null) twin.AssertClose(db, Tolerance(n), Tolerance(n), $"dbias ({n},{c},{o})");

@@ -126,6 +126,17 @@ public class TransformerOpsTests
     }
 
     [Theory, MemberData(nameof(Lengths))]
+    public void GeluBackward_OverwritingNaNs_MatchesReference(string backend, int length)
+    {
+        using var twin = new Twin(backend);
+        var input = twin.Random(length, 5f);
+        var outputGrad = twin.Random(length);
+        var inputGrad = twin.NaNs(length);
+        twin.Run((k, s) => k.GeluBackward(s(input), s(outputGrad), s(inputGrad), accumulate: false));
+        twin.AssertClose(inputGrad, 1e-6f, 2e-6f, "gelu backward, overwriting");
+    }
+
+    [Theory, MemberData(nameof(Lengths))]
     public void Residual_AnyLength_MatchesReferenceExactly(string backend, int length)
     {
         using var twin = new Twin(backend);
@@ -167,6 +178,21 @@ public class TransformerOpsTests
         var inputGrad = twin.Random(b * t * 3 * c);
         twin.Run((k, s) => k.AttentionBackward(b, t, c, heads, s(input), s(saved), s(outputGrad), s(inputGrad)));
         twin.AssertClose(inputGrad, 1e-5f, 1e-4f, "inputGrad");
+    }
+
+    [Theory, MemberData(nameof(AttentionShapes))]
+    public void AttentionBackward_OverwritingNaNs_MatchesReference(string backend, int b, int t, int c, int heads)
+    {
+        using var twin = new Twin(backend);
+        var input = twin.Random(b * t * 3 * c, 2f);
+        var attention = twin.Zeros(b * heads * t * t);
+        var output = twin.Zeros(b * t * c);
+        twin.Reference.AttentionForward(b, t, c, heads, input.Reference, attention.Reference, output.Reference);
+        var saved = twin.Tensor(twin.Reference.ToArray(attention.Reference));
+        var outputGrad = twin.Random(b * t * c);
+        var inputGrad = twin.NaNs(b * t * 3 * c);
+        twin.Run((k, s) => k.AttentionBackward(b, t, c, heads, s(input), s(saved), s(outputGrad), s(inputGrad), accumulate: false));
+        twin.AssertClose(inputGrad, 1e-5f, 1e-4f, "inputGrad, overwriting");
     }
 
     public static TheoryData<string, int, int, int, int, int> EmbeddingShapes()
@@ -239,6 +265,17 @@ public class TransformerOpsTests
         {
             if (targets[i] >= 0) continue;
             Twin.AssertClose(before.AsSpan(i * vocab, vocab), after.AsSpan(i * vocab, vocab), 0, 0, $"ignored row {i} untouched");
+        }
+
+        // Overwriting writes every row, the ignored ones with zeros.
+        var overwritten = twin.NaNs(n * vocab);
+        twin.Run((k, s) => k.CrossEntropyBackward(n, vocab, s(saved), targets, lossScale, s(overwritten), accumulate: false));
+        twin.AssertClose(overwritten, 1e-7f, 1e-6f, "logitsGrad, overwriting");
+        var written = twin.Device.ToArray(overwritten.Device);
+        for (var i = 0; i < n; i++)
+        {
+            if (targets[i] >= 0) continue;
+            Twin.AssertClose(new float[vocab], written.AsSpan(i * vocab, vocab), 0, 0, $"ignored row {i} zeroed");
         }
     }
 
