@@ -25,8 +25,8 @@ public unsafe partial class CpuBackend
 
     /// <summary>
     /// logitsGrad[i,:] += lossScale (probabilities[i,:] - onehot(targets[i])) for rows whose target
-    /// is not -1 (= when not accumulating, and 0 in the other rows). probabilities and logitsGrad are
-    /// (N,V), targets is (N).
+    /// is not -1; when not accumulating, = instead, and the other rows are set to 0. probabilities and
+    /// logitsGrad are (N,V), targets is (N).
     /// </summary>
     protected override void CrossEntropyBackwardCore(int n, int vocab, BufferView probabilities, ReadOnlySpan<int> targets,
         float lossScale, BufferView logitsGrad, bool accumulate)
