@@ -35,11 +35,7 @@ public sealed class FfaLoraStrategy : IFederatedStrategy
     public LoraSettings Settings { get; }
 
     /// <summary>A fresh rank-r adapter per module; its A is never changed again.</summary>
-    public GlobalState Initialize(Random random)
-    {
-        ArgumentNullException.ThrowIfNull(random);
-        return new GlobalState(0, HostAdapter.Fresh(_modules, Settings.Rank, random), Settings.Alpha, Settings.Scaling);
-    }
+    public GlobalState Initialize(Random random) => RoundRules.FreshState(_modules, Settings, random);
 
     /// <inheritdoc/>
     public RoundPlan ConfigureRound(int round, GlobalState state, IReadOnlyList<SampledClient> clients, Random random)
@@ -60,13 +56,10 @@ public sealed class FfaLoraStrategy : IFederatedStrategy
     {
         var pairs = RoundRules.Pair(this, plan, state, updates);
         var p = RoundRules.DataWeights(pairs);
-        var adapters = new HostAdapter[_modules.Length];
-        for (var module = 0; module < _modules.Length; module++)
-        {
-            var sum = new AdapterAccumulator(_modules[module], Settings.Rank);
-            for (var k = 0; k < pairs.Length; k++) sum.AddPadded(null, pairs[k].Update.Modules[module].B, Settings.Rank, p[k]);
-            adapters[module] = new HostAdapter(_modules[module], Settings.Rank, state.Adapters[module].A, sum.ToAdapter().B);
-        }
+        // B averaged; A stays the global one (no client changed it).
+        var adapters = RoundRules.PaddedAverage(_modules, Settings.Rank, pairs, p)
+            .Select((average, module) => new HostAdapter(_modules[module], Settings.Rank, state.Adapters[module].A, average.B))
+            .ToArray();
         return new AggregationResult(new GlobalState(state.Round + 1, adapters, state.Alpha, state.Scaling));
     }
 }

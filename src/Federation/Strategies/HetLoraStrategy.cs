@@ -43,11 +43,7 @@ public sealed class HetLoraStrategy : IFederatedStrategy
     public HetLoraRegularizer Regularizer { get; }
 
     /// <summary>A fresh rank-r_max adapter per module; no client pruned yet.</summary>
-    public GlobalState Initialize(Random random)
-    {
-        ArgumentNullException.ThrowIfNull(random);
-        return new GlobalState(0, HostAdapter.Fresh(_modules, Settings.Rank, random), Settings.Alpha, Settings.Scaling);
-    }
+    public GlobalState Initialize(Random random) => RoundRules.FreshState(_modules, Settings, random);
 
     /// <inheritdoc/>
     public RoundPlan ConfigureRound(int round, GlobalState state, IReadOnlyList<SampledClient> clients, Random random)

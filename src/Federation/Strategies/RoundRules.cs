@@ -83,6 +83,35 @@ internal static class RoundRules
         return pairs.Select(pair => pair.Assignment.Client.ExampleCount / total).ToArray();
     }
 
+    /// <summary>Round 0 of a method whose global state is one fresh rank-r adapter per module (r = settings.Rank).</summary>
+    public static GlobalState FreshState(LoraModuleSpec[] modules, LoraSettings settings, Random random)
+    {
+        ArgumentNullException.ThrowIfNull(random);
+        return new GlobalState(0, HostAdapter.Fresh(modules, settings.Rank, random), settings.Alpha, settings.Scaling);
+    }
+
+    /// <summary>
+    /// Per module, A = sum_k p_k pad(A_k) and B = sum_k p_k pad(B_k) at rank r, pad filling ranks
+    /// r_k..r-1 with zeros (an update without A leaves A zero): FedIT's, zero-padding's and FFA-LoRA's
+    /// factor average.
+    /// </summary>
+    public static HostAdapter[] PaddedAverage(LoraModuleSpec[] modules, int rank,
+        (ClientAssignment Assignment, ClientUpdate Update)[] pairs, double[] p)
+    {
+        var adapters = new HostAdapter[modules.Length];
+        for (var module = 0; module < modules.Length; module++)
+        {
+            var sum = new AdapterAccumulator(modules[module], rank);
+            for (var k = 0; k < pairs.Length; k++)
+            {
+                var factors = pairs[k].Update.Modules[module];
+                sum.AddPadded(factors.A, factors.B, pairs[k].Update.Rank, p[k]);
+            }
+            adapters[module] = sum.ToAdapter();
+        }
+        return adapters;
+    }
+
     /// <summary>
     /// FedIT and FFA-LoRA train one rank r on every client. A client that affords more trains r; one
     /// that affords less is an error, since averaging factors needs one rank.

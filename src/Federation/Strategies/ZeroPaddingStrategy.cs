@@ -35,11 +35,7 @@ public sealed class ZeroPaddingStrategy : IFederatedStrategy
     public LoraSettings Settings { get; }
 
     /// <summary>A fresh rank-r_max adapter per module.</summary>
-    public GlobalState Initialize(Random random)
-    {
-        ArgumentNullException.ThrowIfNull(random);
-        return new GlobalState(0, HostAdapter.Fresh(_modules, Settings.Rank, random), Settings.Alpha, Settings.Scaling);
-    }
+    public GlobalState Initialize(Random random) => RoundRules.FreshState(_modules, Settings, random);
 
     /// <inheritdoc/>
     public RoundPlan ConfigureRound(int round, GlobalState state, IReadOnlyList<SampledClient> clients, Random random)
@@ -61,17 +57,7 @@ public sealed class ZeroPaddingStrategy : IFederatedStrategy
     {
         var pairs = RoundRules.Pair(this, plan, state, updates);
         var p = RoundRules.DataWeights(pairs);
-        var adapters = new HostAdapter[_modules.Length];
-        for (var module = 0; module < _modules.Length; module++)
-        {
-            var sum = new AdapterAccumulator(_modules[module], Settings.Rank);
-            for (var k = 0; k < pairs.Length; k++)
-            {
-                var factors = pairs[k].Update.Modules[module];
-                sum.AddPadded(factors.A, factors.B, pairs[k].Update.Rank, p[k]);
-            }
-            adapters[module] = sum.ToAdapter();
-        }
+        var adapters = RoundRules.PaddedAverage(_modules, Settings.Rank, pairs, p);
         return new AggregationResult(new GlobalState(state.Round + 1, adapters, state.Alpha, state.Scaling));
     }
 }
