@@ -73,8 +73,7 @@ public sealed partial class OpenClBackend
     protected override void MatmulBackwardCore(int n, int c, int o, BufferView outputGrad, BufferView input, BufferView weight,
         BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, bool accumulate)
     {
-        ZeroIfOverwriting(inputGrad, accumulate);
-        lock (_gate) DenseBackward(Matmul, n, c, o, outputGrad, input, weight, inputGrad, weightGrad, biasGrad);
+        lock (_gate) DenseBackward(Matmul, n, c, o, outputGrad, input, weight, inputGrad, weightGrad, biasGrad, accumulate);
     }
 
     /// <inheritdoc/>
@@ -99,11 +98,11 @@ public sealed partial class OpenClBackend
         BufferView weight, BufferView loraA, BufferView loraB, float scale, int[]? rankIndices, BufferView loraHidden,
         BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, BufferView? loraAGrad, BufferView? loraBGrad, bool accumulate)
     {
-        ZeroIfOverwriting(inputGrad, accumulate);
         lock (_gate)
         {
             var kernels = Matmul;
-            DenseBackward(kernels, n, c, o, outputGrad, input, weight, inputGrad, weightGrad, biasGrad);
+            // The dense dx GEMM writes or adds as asked; the adapter's term is then added to it.
+            DenseBackward(kernels, n, c, o, outputGrad, input, weight, inputGrad, weightGrad, biasGrad, accumulate);
             var k = rankIndices?.Length ?? rank;
             if (k == 0 || (inputGrad is null && loraAGrad is null && loraBGrad is null)) return;
 
@@ -188,11 +187,14 @@ public sealed partial class OpenClBackend
         }
     }
 
-    /// <summary>inputGrad += dout W; weightGrad += dout^T inp; biasGrad += colsum(dout), each when present.</summary>
+    /// <summary>
+    /// inputGrad += dout W (= when not accumulating); weightGrad += dout^T inp; biasGrad += colsum(dout),
+    /// each when present.
+    /// </summary>
     private void DenseBackward(MatmulKernels kernels, int n, int c, int o, BufferView outputGrad, BufferView input, BufferView weight,
-        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad)
+        BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, bool accumulate)
     {
-        if (inputGrad is { } dx) Gemm(GemmLayout.Nn, n, c, o, 1f, outputGrad, o, weight, c, dx, c, Placeholder, GemmAccumulate);
+        if (inputGrad is { } dx) Gemm(GemmLayout.Nn, n, c, o, 1f, outputGrad, o, weight, c, dx, c, Placeholder, accumulate ? GemmAccumulate : 0);
         if (weightGrad is { } dw) Gemm(GemmLayout.Tn, o, c, n, 1f, outputGrad, o, input, c, dw, c, Placeholder, GemmAccumulate);
         if (biasGrad is { } db) Run(kernels.ColumnSumAccumulate, o, n, o, outputGrad, db);
     }

@@ -25,9 +25,9 @@ public sealed partial class OpenClBackend
     }
 
     /// <summary>
-    /// Zeroes the input gradient of a backward op that is to overwrite it (accumulate false). This
-    /// backend's backward kernels only accumulate, so overwriting is a fill and then +=: the simplest
-    /// correct form, which keeps one kernel per op.
+    /// Zeroes the input gradient of a backward op that is to overwrite it (accumulate false), for the
+    /// ops whose kernels only accumulate (GELU, attention, cross-entropy): a fill and then +=, the
+    /// simplest correct form, which keeps one kernel per op. The matmul GEMMs write directly.
     /// </summary>
     private void ZeroIfOverwriting(BufferView? inputGrad, bool accumulate)
     {
