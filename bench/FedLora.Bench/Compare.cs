@@ -55,10 +55,10 @@ internal static class Compare
                     }
                     Action[] calls = [problem.Forward, problem.BackwardInput, problem.BackwardWeight, .. adapted.Select(a => (Action)a.LoraForward)];
                     var seconds = BestSeconds(calls);
-                    for (var i = 0; i < 3; i++) ours[i] = Math.Max(ours[i], problem.GemmFlops / seconds[i] / 1e9);
+                    for (var i = 0; i < 3; i++) ours[i] = Math.Max(ours[i], problem.Flops.GemmFlops / seconds[i] / 1e9);
                     for (var r = 0; r < ranks.Length; r++)
                     {
-                        withLora[r] = Math.Max(withLora[r], adapted[r].LoraForwardFlops / seconds[3 + r] / 1e9);
+                        withLora[r] = Math.Max(withLora[r], adapted[r].Flops.LoraForwardFlops / seconds[3 + r] / 1e9);
                     }
                 }
                 foreach (var a in adapted) a.Dispose();

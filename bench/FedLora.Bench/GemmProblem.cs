@@ -66,19 +66,8 @@ public sealed class GemmProblem : IDisposable
         public double LoraBackwardFlops => LoraBackwardFrozenBaseFlops + GemmFlops;
     }
 
-    private Size Flops => new(N, C, O, Rank);
-
-    /// <inheritdoc cref="Size.GemmFlops"/>
-    public double GemmFlops => Flops.GemmFlops;
-
-    /// <inheritdoc cref="Size.LoraForwardFlops"/>
-    public double LoraForwardFlops => Flops.LoraForwardFlops;
-
-    /// <inheritdoc cref="Size.LoraBackwardFrozenBaseFlops"/>
-    public double LoraBackwardFrozenBaseFlops => Flops.LoraBackwardFrozenBaseFlops;
-
-    /// <inheritdoc cref="Size.LoraBackwardFlops"/>
-    public double LoraBackwardFlops => Flops.LoraBackwardFlops;
+    /// <summary>This problem's FLOP counts.</summary>
+    public Size Flops => new(N, C, O, Rank);
 
     // Each op ends with Synchronize() so that a timer stops after the work, on asynchronous devices too
     // (OpenCL); on the Cpu backend it returns at once.

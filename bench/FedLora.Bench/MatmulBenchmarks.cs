@@ -46,5 +46,5 @@ public class MatmulBenchmarks : IFlopCount, IDisposable
     [Benchmark]
     public void BackwardWeight() => _problem!.BackwardWeight();
 
-    public double Flops(string method) => 2.0 * N * C * OTimesC * C;
+    public double Flops(string method) => new GemmProblem.Size(N, C, OTimesC * C, 0).GemmFlops;
 }
