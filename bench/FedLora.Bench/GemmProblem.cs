@@ -79,7 +79,7 @@ public sealed class GemmProblem : IDisposable
 
     public void BackwardInput()
     {
-        _backend.MatmulBackward(N, C, O, _dyd, _xd, _wd, _dxd, null, null);
+        _backend.MatmulBackward(N, C, O, _dyd, _xd, _wd, _dxd, null, null, accumulate: false);
         _backend.Synchronize();
     }
 
@@ -97,14 +97,14 @@ public sealed class GemmProblem : IDisposable
 
     public void LoraBackward()
     {
-        _backend.LowRankMatmulBackward(N, C, O, Rank, _dyd, _xd, _wd, _ad, _bd, Scale, null, _td, _dxd, _dwd, null, _dad, _dbd);
+        _backend.LowRankMatmulBackward(N, C, O, Rank, _dyd, _xd, _wd, _ad, _bd, Scale, null, _td, _dxd, _dwd, null, _dad, _dbd, accumulate: false);
         _backend.Synchronize();
     }
 
     /// <summary>LoRA backward of fine-tuning (base frozen): u, dx, dB, dA; no dW.</summary>
     public void LoraBackwardFrozenBase()
     {
-        _backend.LowRankMatmulBackward(N, C, O, Rank, _dyd, _xd, _wd, _ad, _bd, Scale, null, _td, _dxd, null, null, _dad, _dbd);
+        _backend.LowRankMatmulBackward(N, C, O, Rank, _dyd, _xd, _wd, _ad, _bd, Scale, null, _td, _dxd, null, null, _dad, _dbd, accumulate: false);
         _backend.Synchronize();
     }
 
@@ -123,7 +123,7 @@ public sealed class GemmProblem : IDisposable
         var y = _backend.ToArray(_yd);
         Sample(rng, "forward y", N, O, y, (i, j) => _bias[j] + Dot(C, (p) => _x[i * C + p], (p) => _w[j * C + p]), C);
 
-        _backend.Fill(_dxd, 0);
+        _backend.Fill(_dxd, float.NaN); // overwritten, as in the model's backward (and numpy's dx = dy @ W)
         BackwardInput();
         var dx = _backend.ToArray(_dxd);
         Sample(rng, "backward dx", N, C, dx, (i, j) => Dot(O, (p) => _dy[i * O + p], (p) => _w[p * C + j]), O);

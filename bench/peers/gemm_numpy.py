@@ -11,8 +11,8 @@
 #
 # Shapes (row-major, as FedLora): x (N,C), W (O,C), dy (N,O).
 #   forward  y  = x @ W.T    M=N, N=O, K=C   (np.matmul(..., out=) into preallocated outputs)
-#   dinput   dx = dy @ W     M=N, N=C, K=O   (FedLora accumulates dx += ..., which costs it a read of dx)
-#   dweight  dW = dy.T @ x   M=O, N=C, K=N   (likewise dW += ...)
+#   dinput   dx = dy @ W     M=N, N=C, K=O   (FedLora overwrites dx too, as the model's backward does)
+#   dweight  dW = dy.T @ x   M=O, N=C, K=N   (FedLora accumulates dW += ..., which costs it a read of dW)
 # The three are called in turn and each reports its best call (at least 5 calls, 0.3 s per GEMM),
 # as FedLora's side does.
 import ctypes
