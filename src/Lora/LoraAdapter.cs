@@ -47,11 +47,11 @@ public readonly record struct LoraAdapter(int InFeatures, int OutFeatures, int R
 
     /// <summary>
     /// Accumulates the gradients of <see cref="Forward"/>: into gradA (r,C) and gradB (O,r) at the active
-    /// ranks, inputGrad (N,C) (overwritten instead with <c>accumulate</c> false), and, when not null,
+    /// ranks, and, when not null, inputGrad (N,C) (overwritten instead with <c>accumulate</c> false),
     /// weightGrad (O,C) and biasGrad (O).
     /// </summary>
     public void Backward(Backend backend, int n, BufferView outputGrad, BufferView input, BufferView weight,
-        int[]? rankIndices, float scale, BufferView hidden, BufferView inputGrad, BufferView? weightGrad, BufferView? biasGrad,
+        int[]? rankIndices, float scale, BufferView hidden, BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad,
         BufferView? gradA, BufferView? gradB, bool accumulate = true)
     {
         ArgumentNullException.ThrowIfNull(backend);

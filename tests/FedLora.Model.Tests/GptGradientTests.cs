@@ -76,6 +76,40 @@ public sealed class GptGradientTests : IDisposable
         AssertDirectionalDerivative(model, model.Parameters, model.ParameterGradients, 2, 6, tokens, targets, "base parameters");
     }
 
+    /// <summary>
+    /// With the base frozen the backward ends at the first adapted linear; the adapter gradients must
+    /// equal those of a backward that runs to the embeddings (base trained too), for any targets.
+    /// </summary>
+    [Theory]
+    [InlineData(LoraTargets.All)]
+    [InlineData(LoraTargets.MlpUp)]
+    [InlineData(LoraTargets.AttentionProjection | LoraTargets.MlpDown)]
+    public void Backward_FrozenBase_GivesTheSameAdapterGradientsAsAFullBackward(LoraTargets loraTargets)
+    {
+        var config = new GptConfig(VocabSize: 257, ContextLength: 8, Layers: 2, Channels: 16, Heads: 2);
+        using var model = new Gpt(_backend, config, maxBatch: 2, maxTime: 5);
+        model.InitializeParameters(new Random(4));
+        using var adapters = new AdapterSet(_backend, model.Layout.LoraModules(loraTargets), rank: 4, alpha: 8, LoraScaling.Standard);
+        Randomize(_backend, adapters.Parameters, new Random(5), 0.3f);
+        model.Attach(adapters);
+        var (tokens, targets) = RandomBatch(new Random(6), 2 * 5, 257, withIgnored: true);
+        float[] AdapterGradients(bool trainBase)
+        {
+            model.TrainBase = trainBase;
+            model.ZeroGradients();
+            model.Forward(2, 5, tokens, targets);
+            model.Backward();
+            return _backend.ToArray(adapters.Gradients);
+        }
+        var full = AdapterGradients(trainBase: true);
+        var frozen = AdapterGradients(trainBase: false);
+        Assert.Contains(full, g => g != 0f);
+        for (var i = 0; i < full.Length; i++)
+        {
+            Assert.True(full[i] == frozen[i], $"adapter gradient {i}: {frozen[i]:G9} with the base frozen, {full[i]:G9} with a full backward");
+        }
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]

@@ -226,6 +226,10 @@ public sealed class Gpt : IDisposable
         backend.LayerNormBackward(n, c, g.Normed(n), lastResidual, w.LnFWeight, _acts.LnFMean(n), _acts.LnFRstd(n),
             residual, dw?.LnFWeight, dw?.LnFBias);
 
+        // Without base training, no gradient below the first adapted linear (in forward order) reaches
+        // anything trainable: that linear computes no input gradient and the backward ends there.
+        // With LoRA on every linear this skips layer 0's qkv input gradient and LayerNorm backward.
+        var firstTrained = TrainBase ? -1 : Array.FindIndex(_adapterOf, module => module >= 0);
         for (var l = Config.Layers - 1; l >= 0; l--)
         {
             // residual holds d(loss)/d(residual3) of block l; it becomes d/d(residual2), then d/d(block input).
@@ -234,15 +238,15 @@ public sealed class Gpt : IDisposable
             var layer = _acts.Layer(l, n, b, t);
             var blockInput = l == 0 ? _acts.Encoded(n) : _acts.Layer(l - 1, n, b, t).Residual3;
 
-            LinearBackward(l, MlpDown, n, residual, layer.MlpGelu, g.MlpGelu(n));
+            if (LinearBackward(l, MlpDown, n, residual, layer.MlpGelu, g.MlpGelu(n), firstTrained)) return;
             backend.GeluBackward(layer.MlpHidden, g.MlpGelu(n), g.MlpHidden(n), accumulate: false);
-            LinearBackward(l, MlpUp, n, g.MlpHidden(n), layer.Ln2, g.Normed(n));
+            if (LinearBackward(l, MlpUp, n, g.MlpHidden(n), layer.Ln2, g.Normed(n), firstTrained)) return;
             backend.LayerNormBackward(n, c, g.Normed(n), layer.Residual2, lw.Ln2Weight, layer.Ln2Mean, layer.Ln2Rstd,
                 residual, ldw?.Ln2Weight, ldw?.Ln2Bias);
 
-            LinearBackward(l, AttentionProjection, n, residual, layer.AttentionOutput, g.AttentionOutput(n));
+            if (LinearBackward(l, AttentionProjection, n, residual, layer.AttentionOutput, g.AttentionOutput(n), firstTrained)) return;
             backend.AttentionBackward(b, t, c, nh, layer.Qkv, layer.Attention, g.AttentionOutput(n), g.Qkv(n), accumulate: false);
-            LinearBackward(l, Qkv, n, g.Qkv(n), layer.Ln1, g.Normed(n));
+            if (LinearBackward(l, Qkv, n, g.Qkv(n), layer.Ln1, g.Normed(n), firstTrained)) return;
             backend.LayerNormBackward(n, c, g.Normed(n), blockInput, lw.Ln1Weight, layer.Ln1Mean, layer.Ln1Rstd,
                 residual, ldw?.Ln1Weight, ldw?.Ln1Bias);
         }
@@ -268,23 +272,30 @@ public sealed class Gpt : IDisposable
             LoraHidden(layer, slot, n, indices?.Length ?? adapters.Rank), output);
     }
 
-    /// <summary>The backward of <see cref="Linear"/>: overwrites inputGrad, and accumulates the weight and adapter gradients.</summary>
-    private void LinearBackward(int layer, int slot, int n, BufferView outputGrad, BufferView input, BufferView inputGrad)
+    /// <summary>
+    /// The backward of <see cref="Linear"/>: overwrites inputGrad, and accumulates the weight and adapter
+    /// gradients. Returns true, computing no inputGrad, when this linear is the first trained one
+    /// (position layer*4 + slot == <paramref name="firstTrained"/>): the backward ends with it.
+    /// </summary>
+    private bool LinearBackward(int layer, int slot, int n, BufferView outputGrad, BufferView input, BufferView inputGrad, int firstTrained)
     {
+        var last = layer * 4 + slot == firstTrained;
         var module = _adapterOf[layer * 4 + slot];
         var (c, o) = LinearShape(slot);
         var weight = _weights.Layers[layer].Linear(slot).Weight;
         var grads = WeightGrads?.Layers[layer].Linear(slot);
+        BufferView? dx = last ? null : inputGrad;
         if (module < 0)
         {
-            Backend.MatmulBackward(n, c, o, outputGrad, input, weight, inputGrad, grads?.Weight, grads?.Bias, accumulate: false);
-            return;
+            Backend.MatmulBackward(n, c, o, outputGrad, input, weight, dx, grads?.Weight, grads?.Bias, accumulate: false);
+            return last;
         }
         var adapters = Adapters!;
         var indices = adapters.ActiveIndices(module);
         adapters.Adapters[module].Backward(Backend, n, outputGrad, input, weight, indices, adapters.ActiveScale(module),
-            LoraHidden(layer, slot, n, indices?.Length ?? adapters.Rank), inputGrad, grads?.Weight, grads?.Bias,
+            LoraHidden(layer, slot, n, indices?.Length ?? adapters.Rank), dx, grads?.Weight, grads?.Bias,
             adapters.GradientOfA(module), adapters.GradientOfB(module), accumulate: false);
+        return last;
     }
 
     private (int C, int O) LinearShape(int slot)
