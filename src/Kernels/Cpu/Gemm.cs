@@ -124,7 +124,7 @@ internal static unsafe class Gemm
         {
             var nc = Math.Min(chunk, n - n0);
             var panels = (nc + nr - 1) / nr;
-            var packedPanels = 0;
+            var packTasksDone = 0;
             var job = new GemmJob
             {
                 A = a,
@@ -139,10 +139,22 @@ internal static unsafe class Gemm
                 Accumulate = accumulate,
                 Bias = bias,
                 RowSums = n0 == 0 ? rowSums : null,
-                PanelsPerPackTask = (panels + tasks - 1) / tasks,
-                PackTasksDone = &packedPanels,
+                PackTasksDone = &packTasksDone,
             };
-            job.PackTasks = (panels + job.PanelsPerPackTask - 1) / job.PanelsPerPackTask;
+            if (GemmPack.IsKMajor(b.Head))
+            {
+                // b's columns are contiguous and its K entries far apart (x in dW and dA, W in dx): each
+                // pack task takes a range of K for every panel and reads its rows whole and in order,
+                // instead of walking one panel down K a page per entry. Both cores, A/B in one process:
+                // LoRA's dA (C = 1024) 8-12% faster, dW and LoRA backward 0-2.6%, dx unchanged.
+                job.KPerPackTask = Math.Max(16, (k + tasks - 1) / tasks);
+                job.PackTasks = (k + job.KPerPackTask - 1) / job.KPerPackTask;
+            }
+            else
+            {
+                job.PanelsPerPackTask = (panels + tasks - 1) / tasks;
+                job.PackTasks = (panels + job.PanelsPerPackTask - 1) / job.PanelsPerPackTask;
+            }
             job.Split(panels, tasks);
             CpuParallel.For(job.PackTasks + job.RowBlocks * job.ColBlocks, ref job);
         }
@@ -150,10 +162,10 @@ internal static unsafe class Gemm
 
     /// <summary>
     /// One column chunk of a GEMM as one parallel job: tasks [0, PackTasks) pack b's micro-panels (each
-    /// over the whole K), the remaining tasks compute output tiles of MT rows by a run of micro-panels.
-    /// CpuParallel hands out task indices in increasing order, so every packing task is running or
-    /// done before a tile task starts; a tile task waits (spinning) for the packing count to complete.
-    /// One fork/join per GEMM instead of two.
+    /// over the whole K; the tasks split them by panels, or by K ranges), the remaining tasks compute
+    /// output tiles of MT rows by a run of micro-panels. CpuParallel hands out task indices in increasing
+    /// order, so every packing task is running or done before a tile task starts; a tile task waits
+    /// (spinning) for the packing count to complete. One fork/join per GEMM instead of two.
     /// </summary>
     private struct GemmJob : IParallelJob
     {
@@ -166,7 +178,7 @@ internal static unsafe class Gemm
         public bool Accumulate;
         public float* Bias;
         public float* RowSums;
-        public int PackTasks, PanelsPerPackTask;
+        public int PackTasks, PanelsPerPackTask, KPerPackTask;
         public int* PackTasksDone;
         public int RowBlocks, ColBlocks, RowsPerBlock, PanelsPerBlock, GroupK;
 
@@ -189,11 +201,37 @@ internal static unsafe class Gemm
             Compute(index - PackTasks);
         }
 
-        /// <summary>Packs micro-panels [task*PanelsPerPackTask, ...) of b's column chunk, each over the whole K.</summary>
+        /// <summary>
+        /// Packs b's column chunk into micro-panels of the whole K (panel j at PackedB + j*K*NR): K entries
+        /// [task*KPerPackTask, ...) of every panel when b is K-major, else panels [task*PanelsPerPackTask, ...).
+        /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private readonly void Pack(int task)
         {
             var nr = Shape.NR;
+            if (KPerPackTask > 0)
+            {
+                var k0 = task * KPerPackTask;
+                var k1 = Math.Min(K, k0 + KPerPackTask);
+                var full = Nc / nr;
+                var headEnd = Math.Min(k1, B.HeadK);
+                if (headEnd > k0)
+                {
+                    GemmPack.KMajorPanels(B.Head.Data + N0 + k0 * B.Head.KStride, B.Head.KStride, full, nr, headEnd - k0,
+                        PackedB + (nint)k0 * nr, (nint)K * nr);
+                }
+                // A tail (LoRA's A_I rows in dx), then a partial last panel, zero-padded, through the general packing.
+                var tailStart = Math.Max(k0, B.HeadK);
+                for (var panel = 0; panel < full && tailStart < k1; panel++)
+                {
+                    GemmPack.Panel(B, N0 + panel * nr, nr, nr, tailStart, k1 - tailStart, PackedB + (nint)panel * K * nr + (nint)tailStart * nr);
+                }
+                if (full * nr < Nc)
+                {
+                    GemmPack.Panel(B, N0 + full * nr, Nc - full * nr, nr, k0, k1 - k0, PackedB + (nint)full * K * nr + (nint)k0 * nr);
+                }
+                return;
+            }
             var first = task * PanelsPerPackTask;
             var last = Math.Min(first + PanelsPerPackTask, (Nc + nr - 1) / nr);
             for (var panel = first; panel < last; panel++)

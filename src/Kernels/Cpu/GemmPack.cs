@@ -128,6 +128,38 @@ internal static unsafe class GemmPack
         }
     }
 
+    /// <summary>A plain source whose i run is contiguous (RowStride 1) and K strided: a K-major operand.</summary>
+    public static bool IsKMajor(in GemmSource s) =>
+        s.RowStride == 1 && s.KStride != 1 && s.RowIndex == null && s.KIndex == null && s.KScale == null && s.Scale == 1f;
+
+    /// <summary>
+    /// Packs <paramref name="panels"/> full panels of <paramref name="width"/> columns of a K-major source
+    /// (columns contiguous, K entries <paramref name="kStride"/> apart) K entry by K entry: each entry's run of
+    /// panels*width floats is read once, in order, and split into the panels, dst[ip*panelStride + p*width + i].
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void KMajorPanels(float* src, nint kStride, int panels, int width, int kc, float* dst, nint panelStride)
+    {
+        for (var p = 0; p < kc; p++, src += kStride, dst += width)
+        {
+            var from = src;
+            var to = dst;
+            for (var ip = 0; ip < panels; ip++, from += width, to += panelStride)
+            {
+                var i = 0;
+                if (SimdWidth.Use512)
+                {
+                    for (; i <= width - 16; i += 16) Vector512.Store(Vector512.Load(from + i), to + i);
+                }
+                if (SimdWidth.Use256)
+                {
+                    for (; i <= width - 8; i += 8) Vector256.Store(Vector256.Load(from + i), to + i);
+                }
+                for (; i < width; i++) to[i] = from[i];
+            }
+        }
+    }
+
     /// <summary>dst[p*width + i] = from[p*stride + i] for i &lt; width, p &lt; kc: one vector run per K entry.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void CopyRuns(float* from, nint stride, int width, int kc, float* dst)
