@@ -1,7 +1,5 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
-using FedLora.Kernels.Host;
 
 namespace FedLora.Kernels.Cpu;
 
@@ -189,14 +187,10 @@ public partial class CpuBackend
     }
 }
 
-/// <summary>Raw access to host views for the GEMM family (their arrays are pinned for life).</summary>
+/// <summary>Raw access to host views for the GEMM family (host memory never moves).</summary>
 internal static unsafe class GemmViews
 {
-    public static float* Pointer(BufferView view)
-    {
-        var data = ((HostBuffer)view.Buffer).Data;
-        return (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(data)) + view.Offset;
-    }
+    public static float* Pointer(BufferView view) => Simd.Address(view);
 
     public static float* PointerOrNull(BufferView? view) => view is { } v ? Pointer(v) : null;
 

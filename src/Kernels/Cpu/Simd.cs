@@ -206,10 +206,10 @@ internal static unsafe class Simd
     /// </summary>
     public const int ChunkLength = 16_384;
 
-    /// <summary>The address of a host view's first float (host buffers are pinned for life).</summary>
+    /// <summary>The address of a host view's first float (host memory never moves).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float* Address(BufferView view) =>
-        (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(((HostBuffer)view.Buffer).Data)) + view.Offset;
+        ((HostBuffer)view.Buffer).Pointer + view.Offset;
 
     /// <summary>The address of an optional host view, or null when it is absent.</summary>
     public static float* AddressOrNull(BufferView? view) => view is { } v ? Address(v) : null;
