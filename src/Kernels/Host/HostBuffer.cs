@@ -10,7 +10,8 @@ namespace FedLora.Kernels.Host;
 /// <remarks>
 /// Measured against pinned managed arrays (whose data start 16 bytes into a cache line), alternating
 /// steps in one process: LoRA step 1.5-4% faster at L6-C256 and 4.5-5.5% at L4-C128; about half of
-/// it from the alignment, half from the huge pages (fewer TLB misses where a GEMM walks down K).
+/// it from the alignment, half from the huge pages (presumably fewer TLB misses where a GEMM walks
+/// down K; this VM exposes no counters to confirm it).
 /// Freed by Dispose, or by the finalizer if the buffer is dropped undisposed.
 /// </remarks>
 internal sealed unsafe partial class HostBuffer : DeviceBuffer
@@ -42,6 +43,7 @@ internal sealed unsafe partial class HostBuffer : DeviceBuffer
 
     protected override void Release()
     {
+        if (Pointer == null) return; // the allocation itself failed
         NativeMemory.AlignedFree(Pointer);
         GC.RemoveMemoryPressure((long)_bytes);
     }
