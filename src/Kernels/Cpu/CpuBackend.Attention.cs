@@ -6,13 +6,14 @@ namespace FedLora.Kernels.Cpu;
 // Causal multi-head attention, one task per (batch, head) pair, each on one thread's scratch.
 //
 // A pair's work is six small matrix products over its (T,hs) blocks of q, k, v and their gradients,
-// done by two register-blocked kernels that keep 8 rows x 2 vectors of sums in registers (with
-// hs = 32, every vector loaded feeds 8 FMAs):
-//   ScoresBlock: S = q k^T and dP = dy v^T for the 8 query rows of a block, the rows read from q^T
-//     or dy^T and the columns from k^T or v^T, all packed (hs,Tp); it runs over the columns up to
-//     the block's last row, rounded up to 2 vectors (scores past a row's diagonal are overwritten);
-//   WeightedRows: 8 rows of weights times packed (count,hsP) rows: y = P v and dq = dS k take 8
-//     rows of P or dS, dk = dS^T q and dv = P^T dy 8 columns of dS or P (read down a column).
+// all done by one register-blocked kernel, EightRows, that keeps 8 rows x 2 vectors of sums in
+// registers (with hs = 32, every vector loaded feeds 8 FMAs): 8 rows of weights, each a row or a
+// column of a matrix, times a packed matrix's rows, over a width of whole 2-vector column tiles.
+//   S = q k^T and dP = dy v^T for the 8 query rows of a block: the weights are 8 columns of q^T or
+//     dy^T, the rows those of k^T or v^T, all packed (hs,Tp), over the columns up to the block's
+//     last row, rounded up to 2 vectors (scores past a row's diagonal are overwritten);
+//   y = P v and dq = dS k take 8 rows of P or dS, dk = dS^T q and dv = P^T dy 8 columns of dS or P
+//     (read down a column), times packed (count,hsP) rows.
 // Weights past each row's diagonal are set to exact zeros up to the end of its block, so every
 // product runs over whole blocks with no triangle case, and only over the causal part plus the
 // block on the diagonal; a position meets a later one only with weight 0.
@@ -142,11 +143,11 @@ public unsafe partial class CpuBackend
         {
             var rows = Math.Min(BlockRows, t - i0);
             // Rows past T have zero queries, so zero scores: finite weights whose outputs are dropped.
-            ScoresBlock<TVector>(queriesT + i0, hs, keysT, tp, RoundUp(i0 + BlockRows, 2 * TVector.Count), scores);
+            EightRows<TVector>(queriesT + i0, 1, tp, hs, keysT, tp, RoundUp(i0 + BlockRows, 2 * TVector.Count), scores, tp);
             SoftmaxBlock<TVector>(scores, tp, i0, rows, shape.Scale, inverseSums);
             for (var r = 0; r < rows; r++) StoreAttentionRow(scores + r * tp, i0 + r + 1, inverseSums[r], att + (long)(i0 + r) * t, t);
             // The weights are 0 past each row's diagonal, so every row runs to the block's end.
-            WeightedRows<TVector>(scores, tp, 1, i0 + rows, values, hsP, outputs);
+            EightRows<TVector>(scores, tp, 1, i0 + rows, values, hsP, hsP, outputs, hsP);
             for (var r = 0; r < rows; r++) ScaleRow<TVector>(inverseSums[r], outputs + r * hsP, y + (long)(i0 + r) * shape.C, hs);
         }
         // Non-temporal stores are weakly ordered: make them visible before the task reports done.
@@ -187,10 +188,10 @@ public unsafe partial class CpuBackend
         for (var i0 = 0; i0 < t; i0 += BlockRows)
         {
             var rows = Math.Min(BlockRows, t - i0);
-            ScoresBlock<TVector>(outputGradsT + i0, hs, valuesT, tp, RoundUp(i0 + BlockRows, 2 * TVector.Count), probabilityGrads);
+            EightRows<TVector>(outputGradsT + i0, 1, tp, hs, valuesT, tp, RoundUp(i0 + BlockRows, 2 * TVector.Count), probabilityGrads, tp);
             SoftmaxBackwardBlock<TVector>(att + (long)i0 * t, t, probabilityGrads, probabilities + i0 * tp, scoreGrads + i0 * tp, tp, i0, rows,
                 shape.Scale);
-            WeightedRows<TVector>(scoreGrads + i0 * tp, tp, 1, i0 + rows, keys, hsP, sums);
+            EightRows<TVector>(scoreGrads + i0 * tp, tp, 1, i0 + rows, keys, hsP, hsP, sums, hsP);
             for (var r = 0; r < rows; r++) GradientRow<TVector>(sums + r * hsP, dqkv + (long)(i0 + r) * stride, hs, accumulate);
         }
         // Per block of key rows j0..j0+7, summing over the query rows i >= j0 (zero weights where i < j):
@@ -199,9 +200,9 @@ public unsafe partial class CpuBackend
         {
             var keyRows = Math.Min(BlockRows, t - j0);
             var dk = dqkv + (long)j0 * stride + c;
-            WeightedRows<TVector>(scoreGrads + j0 * tp + j0, 1, tp, t - j0, queries + j0 * hsP, hsP, sums);
+            EightRows<TVector>(scoreGrads + j0 * tp + j0, 1, tp, t - j0, queries + j0 * hsP, hsP, hsP, sums, hsP);
             for (var r = 0; r < keyRows; r++) GradientRow<TVector>(sums + r * hsP, dk + (long)r * stride, hs, accumulate);
-            WeightedRows<TVector>(probabilities + j0 * tp + j0, 1, tp, t - j0, outputGrads + j0 * hsP, hsP, sums);
+            EightRows<TVector>(probabilities + j0 * tp + j0, 1, tp, t - j0, outputGrads + j0 * hsP, hsP, hsP, sums, hsP);
             for (var r = 0; r < keyRows; r++) GradientRow<TVector>(sums + r * hsP, dk + c + (long)r * stride, hs, accumulate);
         }
     }
@@ -253,91 +254,18 @@ public unsafe partial class CpuBackend
     }
 
     /// <summary>
-    /// Eight rows of scores: s[r * tp + j] = sum_d aT[d * tp + r] bT[d * tp + j] for r &lt; 8, j &lt; jEnd (a multiple
-    /// of 2 vectors). aT points at a block's first column of transposed queries (or output gradients), bT is (hs, tp).
+    /// Eight weighted sums of rows: o[r * oStride + d] = sum_{k &lt; count} a[r * rowStep + k * colStep] b[k * bStride + d]
+    /// for r &lt; 8, d &lt; width (a multiple of 2 vectors). The weights are 8 rows of a matrix (colStep 1) or 8 of
+    /// its columns (rowStep 1); b has count rows, o 8.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void ScoresBlock<TVector>(float* aT, int hs, float* bT, int tp, int jEnd, float* s)
-        where TVector : unmanaged, ISimdFloat<TVector>
-    {
-        var w = TVector.Count;
-        for (var j = 0; j < jEnd; j += 2 * w)
-        {
-            TVector s00 = TVector.Zero, s01 = TVector.Zero, s10 = TVector.Zero, s11 = TVector.Zero;
-            TVector s20 = TVector.Zero, s21 = TVector.Zero, s30 = TVector.Zero, s31 = TVector.Zero;
-            TVector s40 = TVector.Zero, s41 = TVector.Zero, s50 = TVector.Zero, s51 = TVector.Zero;
-            TVector s60 = TVector.Zero, s61 = TVector.Zero, s70 = TVector.Zero, s71 = TVector.Zero;
-            var b = bT + j;
-            var a = aT;
-            for (var d = 0; d < hs; d++, b += tp, a += tp)
-            {
-                var b0 = TVector.Load(b);
-                var b1 = TVector.Load(b + w);
-                var x = TVector.Create(a[0]);
-                s00 = TVector.MultiplyAdd(x, b0, s00);
-                s01 = TVector.MultiplyAdd(x, b1, s01);
-                x = TVector.Create(a[1]);
-                s10 = TVector.MultiplyAdd(x, b0, s10);
-                s11 = TVector.MultiplyAdd(x, b1, s11);
-                x = TVector.Create(a[2]);
-                s20 = TVector.MultiplyAdd(x, b0, s20);
-                s21 = TVector.MultiplyAdd(x, b1, s21);
-                x = TVector.Create(a[3]);
-                s30 = TVector.MultiplyAdd(x, b0, s30);
-                s31 = TVector.MultiplyAdd(x, b1, s31);
-                x = TVector.Create(a[4]);
-                s40 = TVector.MultiplyAdd(x, b0, s40);
-                s41 = TVector.MultiplyAdd(x, b1, s41);
-                x = TVector.Create(a[5]);
-                s50 = TVector.MultiplyAdd(x, b0, s50);
-                s51 = TVector.MultiplyAdd(x, b1, s51);
-                x = TVector.Create(a[6]);
-                s60 = TVector.MultiplyAdd(x, b0, s60);
-                s61 = TVector.MultiplyAdd(x, b1, s61);
-                x = TVector.Create(a[7]);
-                s70 = TVector.MultiplyAdd(x, b0, s70);
-                s71 = TVector.MultiplyAdd(x, b1, s71);
-            }
-            var row = s + j;
-            s00.Store(row);
-            s01.Store(row + w);
-            row += tp;
-            s10.Store(row);
-            s11.Store(row + w);
-            row += tp;
-            s20.Store(row);
-            s21.Store(row + w);
-            row += tp;
-            s30.Store(row);
-            s31.Store(row + w);
-            row += tp;
-            s40.Store(row);
-            s41.Store(row + w);
-            row += tp;
-            s50.Store(row);
-            s51.Store(row + w);
-            row += tp;
-            s60.Store(row);
-            s61.Store(row + w);
-            row += tp;
-            s70.Store(row);
-            s71.Store(row + w);
-        }
-    }
-
-    /// <summary>
-    /// Eight weighted sums of rows: o[r * hsP + d] = sum_{k &lt; count} a[r * rowStep + k * colStep] b[k * hsP + d] for
-    /// r &lt; 8, d &lt; hsP (a multiple of 2 vectors). The weights are 8 rows of a matrix (colStep 1) or 8 of its
-    /// columns (rowStep 1); b is (count, hsP), o is (8, hsP).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void WeightedRows<TVector>(float* a, int rowStep, int colStep, int count, float* b, int hsP, float* o)
+    private static void EightRows<TVector>(float* a, int rowStep, int colStep, int count, float* b, int bStride, int width, float* o, int oStride)
         where TVector : unmanaged, ISimdFloat<TVector>
     {
         var w = TVector.Count;
         float* a0 = a, a1 = a + rowStep, a2 = a + 2 * rowStep, a3 = a + 3 * rowStep;
         float* a4 = a + 4 * rowStep, a5 = a + 5 * rowStep, a6 = a + 6 * rowStep, a7 = a + 7 * rowStep;
-        for (var d = 0; d < hsP; d += 2 * w)
+        for (var d = 0; d < width; d += 2 * w)
         {
             TVector o00 = TVector.Zero, o01 = TVector.Zero, o10 = TVector.Zero, o11 = TVector.Zero;
             TVector o20 = TVector.Zero, o21 = TVector.Zero, o30 = TVector.Zero, o31 = TVector.Zero;
@@ -345,7 +273,7 @@ public unsafe partial class CpuBackend
             TVector o60 = TVector.Zero, o61 = TVector.Zero, o70 = TVector.Zero, o71 = TVector.Zero;
             var row = b + d;
             long k = 0;
-            for (var n = 0; n < count; n++, row += hsP, k += colStep)
+            for (var n = 0; n < count; n++, row += bStride, k += colStep)
             {
                 var b0 = TVector.Load(row);
                 var b1 = TVector.Load(row + w);
@@ -377,25 +305,25 @@ public unsafe partial class CpuBackend
             var target = o + d;
             o00.Store(target);
             o01.Store(target + w);
-            target += hsP;
+            target += oStride;
             o10.Store(target);
             o11.Store(target + w);
-            target += hsP;
+            target += oStride;
             o20.Store(target);
             o21.Store(target + w);
-            target += hsP;
+            target += oStride;
             o30.Store(target);
             o31.Store(target + w);
-            target += hsP;
+            target += oStride;
             o40.Store(target);
             o41.Store(target + w);
-            target += hsP;
+            target += oStride;
             o50.Store(target);
             o51.Store(target + w);
-            target += hsP;
+            target += oStride;
             o60.Store(target);
             o61.Store(target + w);
-            target += hsP;
+            target += oStride;
             o70.Store(target);
             o71.Store(target + w);
         }
