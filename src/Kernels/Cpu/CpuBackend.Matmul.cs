@@ -14,11 +14,11 @@ public partial class CpuBackend
     /// <summary>y(N,O) = x(N,C) W(O,C)^T + bias(O): one GEMM with M = N, N = O, K = C, bias added in the epilogue.</summary>
     protected override unsafe void MatmulForwardCore(int n, int c, int o, BufferView input, BufferView weight, BufferView? bias, BufferView output)
     {
-        var x = GemmViews.Pointer(input);
-        var w = GemmViews.Pointer(weight);
+        var x = Simd.Address(input);
+        var w = Simd.Address(weight);
         var a = GemmOperand.Plain(GemmSource.Strided(x, c, 1), c);
         var b = GemmOperand.Plain(GemmSource.Strided(w, c, 1), c);
-        Gemm.Run(n, o, c, a, b, GemmOutput.RowMajor(GemmViews.Pointer(output), o), accumulate: false, bias: GemmViews.PointerOrNull(bias));
+        Gemm.Run(n, o, c, a, b, GemmOutput.RowMajor(Simd.Address(output), o), accumulate: false, bias: Simd.AddressOrNull(bias));
     }
 
     /// <summary>
@@ -29,14 +29,14 @@ public partial class CpuBackend
     protected override unsafe void MatmulBackwardCore(int n, int c, int o, BufferView outputGrad, BufferView input, BufferView weight,
         BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, bool accumulate)
     {
-        var dy = GemmViews.Pointer(outputGrad);
-        var x = GemmViews.Pointer(input);
-        var w = GemmViews.Pointer(weight);
+        var dy = Simd.Address(outputGrad);
+        var x = Simd.Address(input);
+        var w = Simd.Address(weight);
         if (inputGrad is { } dx)
         {
             var a = GemmOperand.Plain(GemmSource.Strided(dy, o, 1), o);
             var b = GemmOperand.Plain(GemmSource.Strided(w, 1, c), o);
-            Gemm.Run(n, c, o, a, b, GemmOutput.RowMajor(GemmViews.Pointer(dx), c), accumulate);
+            Gemm.Run(n, c, o, a, b, GemmOutput.RowMajor(Simd.Address(dx), c), accumulate);
         }
         WeightAndBiasGrad(n, c, o, dy, x, weightGrad, biasGrad);
     }
@@ -44,12 +44,12 @@ public partial class CpuBackend
     /// <summary>dW(O,C) += dy^T x and dbias(O) += colsum(dy); either may be null.</summary>
     private static unsafe void WeightAndBiasGrad(int n, int c, int o, float* dy, float* x, BufferView? weightGrad, BufferView? biasGrad)
     {
-        var dbias = GemmViews.PointerOrNull(biasGrad);
+        var dbias = Simd.AddressOrNull(biasGrad);
         if (weightGrad is { } dw && c > 0)
         {
             var a = GemmOperand.Plain(GemmSource.Strided(dy, 1, o), n);
             var b = GemmOperand.Plain(GemmSource.Strided(x, 1, c), n);
-            Gemm.Run(o, c, n, a, b, GemmOutput.RowMajor(GemmViews.Pointer(dw), c), accumulate: true, rowSums: dbias);
+            Gemm.Run(o, c, n, a, b, GemmOutput.RowMajor(Simd.Address(dw), c), accumulate: true, rowSums: dbias);
         }
         else if (dbias != null)
         {
@@ -65,13 +65,13 @@ public partial class CpuBackend
         BufferView loraA, BufferView loraB, float scale, int[]? rankIndices, BufferView loraHidden, BufferView output)
     {
         var k = rankIndices?.Length ?? rank;
-        var x = GemmViews.Pointer(input);
-        var w = GemmViews.Pointer(weight);
-        var t = GemmViews.Pointer(loraHidden);
+        var x = Simd.Address(input);
+        var w = Simd.Address(weight);
+        var t = Simd.Address(loraHidden);
         fixed (int* indices = rankIndices)
         {
             // t = x A_I^T: A_I's rows are gathered through I while packing.
-            var aRows = GemmSource.Strided(GemmViews.Pointer(loraA), c, 1);
+            var aRows = GemmSource.Strided(Simd.Address(loraA), c, 1);
             aRows.RowIndex = indices;
             Gemm.Run(n, k, c, GemmOperand.Plain(GemmSource.Strided(x, c, 1), c), GemmOperand.Plain(aRows, c),
                 GemmOutput.RowMajor(t, k), accumulate: false);
@@ -79,11 +79,11 @@ public partial class CpuBackend
             // [x | s t] is (N, C+k); [W | B_I] is (O, C+k), B_I read as B[o, I[q]].
             var hidden = GemmSource.Strided(t, k, 1);
             hidden.Scale = scale;
-            var bColumns = GemmSource.Strided(GemmViews.Pointer(loraB), rank, 1);
+            var bColumns = GemmSource.Strided(Simd.Address(loraB), rank, 1);
             bColumns.KIndex = indices;
             var a = GemmOperand.Concat(GemmSource.Strided(x, c, 1), c, hidden);
             var b = GemmOperand.Concat(GemmSource.Strided(w, c, 1), c, bColumns);
-            Gemm.Run(n, o, c + k, a, b, GemmOutput.RowMajor(GemmViews.Pointer(output), o), accumulate: false, bias: GemmViews.PointerOrNull(bias));
+            Gemm.Run(n, o, c + k, a, b, GemmOutput.RowMajor(Simd.Address(output), o), accumulate: false, bias: Simd.AddressOrNull(bias));
         }
     }
 
@@ -97,10 +97,10 @@ public partial class CpuBackend
         BufferView? inputGrad, BufferView? weightGrad, BufferView? biasGrad, BufferView? loraAGrad, BufferView? loraBGrad, bool accumulate)
     {
         var k = rankIndices?.Length ?? rank;
-        var dy = GemmViews.Pointer(outputGrad);
-        var x = GemmViews.Pointer(input);
-        var w = GemmViews.Pointer(weight);
-        var t = GemmViews.Pointer(loraHidden);
+        var dy = Simd.Address(outputGrad);
+        var x = Simd.Address(input);
+        var w = Simd.Address(weight);
+        var t = Simd.Address(loraHidden);
         fixed (int* indices = rankIndices)
         {
             var needU = inputGrad is not null || loraAGrad is not null;
@@ -108,7 +108,7 @@ public partial class CpuBackend
             if (needU)
             {
                 // u = dy B_I: B_I^T's rows are B's columns I (element (q, o) = B[o, I[q]]).
-                var bColumns = GemmSource.Strided(GemmViews.Pointer(loraB), 1, rank);
+                var bColumns = GemmSource.Strided(Simd.Address(loraB), 1, rank);
                 bColumns.RowIndex = indices;
                 Gemm.Run(n, k, o, GemmOperand.Plain(GemmSource.Strided(dy, o, 1), o), GemmOperand.Plain(bColumns, o),
                     GemmOutput.RowMajor(u, k), accumulate: false);
@@ -118,11 +118,11 @@ public partial class CpuBackend
                 // [dy | s u] is (N, O+k); [W ; A_I] is (O+k, C), read by columns c.
                 var hidden = GemmSource.Strided(u, k, 1);
                 hidden.Scale = scale;
-                var aRows = GemmSource.Strided(GemmViews.Pointer(loraA), 1, c);
+                var aRows = GemmSource.Strided(Simd.Address(loraA), 1, c);
                 aRows.KIndex = indices;
                 var a = GemmOperand.Concat(GemmSource.Strided(dy, o, 1), o, hidden);
                 var b = GemmOperand.Concat(GemmSource.Strided(w, 1, c), o, aRows);
-                Gemm.Run(n, c, o + k, a, b, GemmOutput.RowMajor(GemmViews.Pointer(dx), c), accumulate);
+                Gemm.Run(n, c, o + k, a, b, GemmOutput.RowMajor(Simd.Address(dx), c), accumulate);
             }
             WeightAndBiasGrad(n, c, o, dy, x, weightGrad, biasGrad);
             if (loraBGrad is { } dbView && n > 0)
@@ -130,7 +130,7 @@ public partial class CpuBackend
                 // dB[o, I[q]] += sum_n dy[n,o] (s t[n,q]): the scale rides on the packed side, dy^T is read in place.
                 var hidden = GemmSource.Strided(t, 1, k);
                 hidden.Scale = scale;
-                var output = GemmOutput.RowMajor(GemmViews.Pointer(dbView), rank);
+                var output = GemmOutput.RowMajor(Simd.Address(dbView), rank);
                 output.ColIndex = indices;
                 Gemm.Run(o, k, n, GemmOperand.Plain(GemmSource.Strided(dy, 1, o), n), GemmOperand.Plain(hidden, n), output, accumulate: true);
             }
@@ -139,7 +139,7 @@ public partial class CpuBackend
                 // dA[I[q], c] += s sum_n u[n,q] x[n,c].
                 var uT = GemmSource.Strided(u, 1, k);
                 uT.Scale = scale;
-                var output = GemmOutput.RowMajor(GemmViews.Pointer(daView), c);
+                var output = GemmOutput.RowMajor(Simd.Address(daView), c);
                 output.RowIndex = indices;
                 Gemm.Run(k, c, n, GemmOperand.Plain(uT, n), GemmOperand.Plain(GemmSource.Strided(x, 1, c), n), output, accumulate: true);
             }
@@ -152,10 +152,10 @@ public partial class CpuBackend
     {
         fixed (float* weights = rowWeights)
         {
-            var b = GemmSource.Strided(GemmViews.Pointer(stackedA), 1, c);
+            var b = GemmSource.Strided(Simd.Address(stackedA), 1, c);
             b.KScale = weights;
-            Gemm.Run(o, c, stackedRank, GemmOperand.Plain(GemmSource.Strided(GemmViews.Pointer(stackedB), stackedRank, 1), stackedRank),
-                GemmOperand.Plain(b, stackedRank), GemmOutput.RowMajor(GemmViews.Pointer(weight), c), accumulate: true);
+            Gemm.Run(o, c, stackedRank, GemmOperand.Plain(GemmSource.Strided(Simd.Address(stackedB), stackedRank, 1), stackedRank),
+                GemmOperand.Plain(b, stackedRank), GemmOutput.RowMajor(Simd.Address(weight), c), accumulate: true);
         }
     }
 
@@ -166,10 +166,10 @@ public partial class CpuBackend
     protected override unsafe void MaskedSketchUpdateCore(int c, int o, int rank, int[] rankIndices, float coefficient,
         BufferView subA, BufferView subB, BufferView loraA, BufferView loraB)
     {
-        var sa = GemmViews.Pointer(subA);
-        var sb = GemmViews.Pointer(subB);
-        var a = GemmViews.Pointer(loraA);
-        var b = GemmViews.Pointer(loraB);
+        var sa = Simd.Address(subA);
+        var sb = Simd.Address(subB);
+        var a = Simd.Address(loraA);
+        var b = Simd.Address(loraB);
         var k = rankIndices.Length;
         for (var q = 0; q < k; q++)
         {
@@ -187,13 +187,9 @@ public partial class CpuBackend
     }
 }
 
-/// <summary>Raw access to host views for the GEMM family (host memory never moves).</summary>
+/// <summary>The GEMM family's serial vector loops on raw pointers (bias-gradient rows, sketch rows, packing's row sums).</summary>
 internal static unsafe class GemmViews
 {
-    public static float* Pointer(BufferView view) => Simd.Address(view);
-
-    public static float* PointerOrNull(BufferView? view) => view is { } v ? Pointer(v) : null;
-
     /// <summary>y[0..count) += x[0..count).</summary>
     public static void Add(float* x, float* y, int count) => Axpy(1f, x, y, count);
 

@@ -77,9 +77,9 @@ internal static unsafe class GemmPack
         if (s.RowStride == 1 && s.RowIndex == null)
         {
             // i is contiguous: each K entry is one run of `rows` floats (dy^T, x^T, W as B of dy W).
-            if (rows == width && s.KIndex == null && s.KScale == null && s.Scale == 1f)
+            if (rows == width && IsPlain(s))
             {
-                CopyRuns(s.Data + i0 + p0 * s.KStride, s.KStride, width, kc, dst);
+                KMajorPanels(s.Data + i0 + p0 * s.KStride, s.KStride, 1, width, kc, dst, 0);
                 return;
             }
             for (var p = 0; p < kc; p++)
@@ -129,8 +129,10 @@ internal static unsafe class GemmPack
     }
 
     /// <summary>A plain source whose i run is contiguous (RowStride 1) and K strided: a K-major operand.</summary>
-    public static bool IsKMajor(in GemmSource s) =>
-        s.RowStride == 1 && s.KStride != 1 && s.RowIndex == null && s.KIndex == null && s.KScale == null && s.Scale == 1f;
+    public static bool IsKMajor(in GemmSource s) => IsPlain(s) && s.RowStride == 1 && s.KStride != 1;
+
+    /// <summary>No index map, no weight, no scale: element (i,p) is Data[i*RowStride + p*KStride].</summary>
+    private static bool IsPlain(in GemmSource s) => s.RowIndex == null && s.KIndex == null && s.KScale == null && s.Scale == 1f;
 
     /// <summary>
     /// Packs <paramref name="panels"/> full panels of <paramref name="width"/> columns of a K-major source
@@ -156,33 +158,6 @@ internal static unsafe class GemmPack
                     for (; i <= width - 8; i += 8) Vector256.Store(Vector256.Load(from + i), to + i);
                 }
                 for (; i < width; i++) to[i] = from[i];
-            }
-        }
-    }
-
-    /// <summary>dst[p*width + i] = from[p*stride + i] for i &lt; width, p &lt; kc: one vector run per K entry.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void CopyRuns(float* from, nint stride, int width, int kc, float* dst)
-    {
-        if (SimdWidth.Use512 && width % 16 == 0)
-        {
-            for (var p = 0; p < kc; p++, from += stride, dst += width)
-            {
-                for (var i = 0; i < width; i += 16) Vector512.Store(Vector512.Load(from + i), dst + i);
-            }
-        }
-        else if (SimdWidth.Use256 && width % 8 == 0)
-        {
-            for (var p = 0; p < kc; p++, from += stride, dst += width)
-            {
-                for (var i = 0; i < width; i += 8) Vector256.Store(Vector256.Load(from + i), dst + i);
-            }
-        }
-        else
-        {
-            for (var p = 0; p < kc; p++, from += stride, dst += width)
-            {
-                for (var i = 0; i < width; i++) dst[i] = from[i];
             }
         }
     }
@@ -277,8 +252,7 @@ internal static unsafe class GemmPack
     /// with one of the strides 1: no index map, no weight, no scale, and no long K stride (<see cref="PackedKStride"/>).
     /// </summary>
     public static bool ReadsInPlace(in GemmSource s) =>
-        s.RowIndex == null && s.KIndex == null && s.KScale == null && s.Scale == 1f
-        && (s.KStride == 1 || (s.RowStride == 1 && s.KStride < PackedKStride));
+        IsPlain(s) && (s.KStride == 1 || (s.RowStride == 1 && s.KStride < PackedKStride));
 
     /// <summary>sums[i] += sum over p in [p0, p0+kc) of operand(i0+i, p), for i &lt; rows, in p order.</summary>
     public static void AddRowSums(in GemmOperand operand, int i0, int rows, int p0, int kc, float* sums)
