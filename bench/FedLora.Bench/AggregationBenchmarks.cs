@@ -38,7 +38,7 @@ public class AggregationBenchmarks : IFlopCount, IDisposable
         _stackedB = Upload(rng, O * StackedRank);
         _stackedA = Upload(rng, StackedRank * C);
         _weight = Upload(rng, O * C);
-        _rowWeights = Values(rng, StackedRank);
+        _rowWeights = BenchData.Values(rng, StackedRank);
         _subA = Upload(rng, SubRank * C);
         _subB = Upload(rng, O * SubRank);
         _loraA = Upload(rng, Rank * C);
@@ -53,12 +53,7 @@ public class AggregationBenchmarks : IFlopCount, IDisposable
     private void CheckAgainstReference()
     {
         using var reference = new ReferenceBackend();
-        BufferView Copy(DeviceBuffer source)
-        {
-            var copy = reference.Allocate(source.Length);
-            reference.Upload(_cpu.ToArray(source), copy);
-            return copy;
-        }
+        BufferView Copy(DeviceBuffer source) => BenchData.Upload(reference, _cpu.ToArray(source));
         var weight = Copy(_weight!);
         var loraA = Copy(_loraA!);
         var loraB = Copy(_loraB!);
@@ -67,9 +62,10 @@ public class AggregationBenchmarks : IFlopCount, IDisposable
         var before = (_cpu.ToArray(_weight!), _cpu.ToArray(_loraA!), _cpu.ToArray(_loraB!));
         StackedAggregation();
         MaskedSketchUpdate();
-        Compare(reference.ToArray(weight), _cpu.ToArray(_weight!), 1e-4f * MathF.Sqrt(StackedRank + 1), "stacked aggregation");
-        Compare(reference.ToArray(loraA), _cpu.ToArray(_loraA!), 1e-6f, "masked sketch update A");
-        Compare(reference.ToArray(loraB), _cpu.ToArray(_loraB!), 1e-6f, "masked sketch update B");
+        var tolerance = 1e-4f * MathF.Sqrt(StackedRank + 1);
+        BenchData.AssertClose("stacked aggregation", reference.ToArray(weight), _cpu.ToArray(_weight!), tolerance, tolerance);
+        BenchData.AssertClose("masked sketch update A", reference.ToArray(loraA), _cpu.ToArray(_loraA!), 1e-6f, 1e-6f);
+        BenchData.AssertClose("masked sketch update B", reference.ToArray(loraB), _cpu.ToArray(_loraB!), 1e-6f, 1e-6f);
         _cpu.Upload(before.Item1, _weight!);
         _cpu.Upload(before.Item2, _loraA!);
         _cpu.Upload(before.Item3, _loraB!);
@@ -91,28 +87,5 @@ public class AggregationBenchmarks : IFlopCount, IDisposable
     /// <summary>GEMM FLOPs of the aggregation; none counted for the memory-bound sketch update.</summary>
     public double Flops(string method) => method == nameof(StackedAggregation) ? 2.0 * O * C * StackedRank : double.NaN;
 
-    private static void Compare(float[] expected, float[] actual, float tolerance, string what)
-    {
-        for (var i = 0; i < expected.Length; i++)
-        {
-            if (Math.Abs(expected[i] - actual[i]) > tolerance * (1 + Math.Abs(expected[i])))
-            {
-                throw new InvalidOperationException($"{what}: [{i}] is {actual[i]}, expected {expected[i]}");
-            }
-        }
-    }
-
-    private DeviceBuffer Upload(Random rng, int length)
-    {
-        var buffer = _cpu.Allocate(length);
-        _cpu.Upload(Values(rng, length), buffer);
-        return buffer;
-    }
-
-    private static float[] Values(Random rng, int length)
-    {
-        var values = new float[length];
-        for (var i = 0; i < length; i++) values[i] = (float)(rng.NextDouble() * 2 - 1);
-        return values;
-    }
+    private DeviceBuffer Upload(Random rng, int length) => BenchData.Upload(_cpu, BenchData.Values(rng, length));
 }

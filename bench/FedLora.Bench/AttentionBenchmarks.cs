@@ -1,4 +1,3 @@
-using System.Globalization;
 using BenchmarkDotNet.Attributes;
 using FedLora.Kernels;
 using FedLora.Kernels.Cpu;
@@ -31,11 +30,11 @@ public class AttentionBenchmarks : IFlopCount, IDisposable
     public void Setup()
     {
         var rng = new Random(1234);
-        var input = Values(rng, B * T * 3 * C, 2f);
-        var outputGrad = Values(rng, B * T * C, 1f);
+        var input = BenchData.Values(rng, B * T * 3 * C, 2f);
+        var outputGrad = BenchData.Values(rng, B * T * C);
         _backend = new CpuBackend();
-        _input = Upload(_backend, input);
-        _outputGrad = Upload(_backend, outputGrad);
+        _input = BenchData.Upload(_backend, input);
+        _outputGrad = BenchData.Upload(_backend, outputGrad);
         _attention = _backend.Allocate(B * Heads * T * T);
         _output = _backend.Allocate(B * T * C);
         _inputGrad = _backend.Allocate(B * T * 3 * C);
@@ -59,8 +58,8 @@ public class AttentionBenchmarks : IFlopCount, IDisposable
     private void Check(float[] input, float[] outputGrad)
     {
         using var reference = new ReferenceBackend();
-        using var rInput = Upload(reference, input);
-        using var rOutputGrad = Upload(reference, outputGrad);
+        using var rInput = BenchData.Upload(reference, input);
+        using var rOutputGrad = BenchData.Upload(reference, outputGrad);
         using var rAttention = reference.Allocate(B * Heads * T * T);
         using var rOutput = reference.Allocate(B * T * C);
         using var rInputGrad = reference.Allocate(B * T * 3 * C);
@@ -71,35 +70,9 @@ public class AttentionBenchmarks : IFlopCount, IDisposable
         _backend.Fill(_inputGrad, 0);
         Forward();
         Backward();
-        Compare("attention", reference.ToArray(rAttention), _backend.ToArray(_attention), 1e-6f, 1e-5f);
-        Compare("output", reference.ToArray(rOutput), _backend.ToArray(_output), 1e-5f, 1e-5f);
-        Compare("inputGrad", reference.ToArray(rInputGrad), _backend.ToArray(_inputGrad), 1e-5f, 1e-4f);
-    }
-
-    private static void Compare(string what, float[] expected, float[] actual, float absolute, float relative)
-    {
-        for (var i = 0; i < expected.Length; i++)
-        {
-            if (!(Math.Abs(expected[i] - actual[i]) <= absolute + relative * Math.Abs(expected[i])))
-            {
-                throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
-                    $"attention {what}[{i}] is {actual[i]}, the Reference backend's {expected[i]:G9}"));
-            }
-        }
-    }
-
-    private static float[] Values(Random rng, int length, float range)
-    {
-        var values = new float[length];
-        for (var i = 0; i < length; i++) values[i] = (float)((rng.NextDouble() * 2 - 1) * range);
-        return values;
-    }
-
-    private static DeviceBuffer Upload(Backend backend, float[] values)
-    {
-        var buffer = backend.Allocate(values.Length);
-        backend.Upload(values, buffer);
-        return buffer;
+        BenchData.AssertClose("attention", reference.ToArray(rAttention), _backend.ToArray(_attention), 1e-6f, 1e-5f);
+        BenchData.AssertClose("attention output", reference.ToArray(rOutput), _backend.ToArray(_output), 1e-5f, 1e-5f);
+        BenchData.AssertClose("attention inputGrad", reference.ToArray(rInputGrad), _backend.ToArray(_inputGrad), 1e-5f, 1e-4f);
     }
 
     [GlobalCleanup]

@@ -22,18 +22,18 @@ public sealed class GemmProblem : IDisposable
         _backend = Backends.Create(device);
         (N, C, O, Rank) = (n, c, o, rank);
         var rng = new Random(seed);
-        _x = Values(rng, n * c);
-        _w = Values(rng, o * c);
-        _dy = Values(rng, n * o);
-        _a = Values(rng, rank * c);
-        _b = Values(rng, o * rank);
-        _bias = Values(rng, o);
-        _xd = Upload(_x);
-        _wd = Upload(_w);
-        _dyd = Upload(_dy);
-        _ad = Upload(_a);
-        _bd = Upload(_b);
-        _biasd = Upload(_bias);
+        _x = BenchData.Values(rng, n * c);
+        _w = BenchData.Values(rng, o * c);
+        _dy = BenchData.Values(rng, n * o);
+        _a = BenchData.Values(rng, rank * c);
+        _b = BenchData.Values(rng, o * rank);
+        _bias = BenchData.Values(rng, o);
+        _xd = BenchData.Upload(_backend, _x);
+        _wd = BenchData.Upload(_backend, _w);
+        _dyd = BenchData.Upload(_backend, _dy);
+        _ad = BenchData.Upload(_backend, _a);
+        _bd = BenchData.Upload(_backend, _b);
+        _biasd = BenchData.Upload(_backend, _bias);
         _yd = _backend.Allocate(n * o);
         _dxd = _backend.Allocate(n * c);
         _dwd = _backend.Allocate(o * c);
@@ -189,20 +189,6 @@ public sealed class GemmProblem : IDisposable
                     $"{what} [{i},{j}] is {got}, expected {want:G9} (tolerance {tolerance:G3} + rel)"));
             }
         }
-    }
-
-    private static float[] Values(Random rng, int length)
-    {
-        var values = new float[length];
-        for (var i = 0; i < length; i++) values[i] = (float)(rng.NextDouble() * 2 - 1);
-        return values;
-    }
-
-    private DeviceBuffer Upload(float[] values)
-    {
-        var buffer = _backend.Allocate(values.Length);
-        _backend.Upload(values, buffer);
-        return buffer;
     }
 
     public void Dispose() => _backend.Dispose();
