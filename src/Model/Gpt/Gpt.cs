@@ -279,8 +279,9 @@ public sealed class Gpt : IDisposable
     /// </summary>
     private bool LinearBackward(int layer, int slot, int n, BufferView outputGrad, BufferView input, BufferView inputGrad, int firstTrained)
     {
-        var last = layer * 4 + slot == firstTrained;
-        var module = _adapterOf[layer * 4 + slot];
+        var position = layer * 4 + slot;
+        var last = position == firstTrained;
+        var module = _adapterOf[position];
         var (c, o) = LinearShape(slot);
         var weight = _weights.Layers[layer].Linear(slot).Weight;
         var grads = WeightGrads?.Layers[layer].Linear(slot);
