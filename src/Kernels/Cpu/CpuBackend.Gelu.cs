@@ -41,9 +41,10 @@ internal readonly struct GeluOperator : IElementwise
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public TVector Invoke<TVector>(TVector x, TVector y, TVector z) where TVector : unmanaged, ISimdFloat<TVector>
     {
-        // -2u = x (-2 sqrt(2/pi) - 2 sqrt(2/pi) 0.044715 x^2).
+        // -2u = x (-2 sqrt(2/pi) - 2 sqrt(2/pi) 0.044715 x^2). Past 88 (x below -10) e^(-2u) is held
+        // at e^88: the result is x / (1 + e^88) = 6e-39 x, where the exact value is smaller still.
         var minusTwoU = x * TVector.MultiplyAdd(TVector.Create(-2 * Scale * Cubic), x * x, TVector.Create(-2 * Scale));
-        return x / (TVector.Create(1f) + Simd.Exp(minusTwoU));
+        return x / (TVector.Create(1f) + Simd.ExpFlushToZero(TVector.Min(TVector.Create(88f), minusTwoU)));
     }
 }
 
@@ -73,7 +74,7 @@ internal readonly struct GeluGradientOperator : IElementwise
         var x2 = x * x;
         var minusTwoU = x * TVector.MultiplyAdd(TVector.Create(-2 * GeluOperator.Scale * GeluOperator.Cubic), x2, TVector.Create(-2 * GeluOperator.Scale));
         // Below x ~ -9.9, e^(-2u) overflows and inf * 0 would give NaN; there gelu' < e^-80 anyway.
-        var e = Simd.Exp(TVector.Min(minusTwoU, TVector.Create(80f)));
+        var e = Simd.ExpFlushToZero(TVector.Min(TVector.Create(80f), minusTwoU));
         var sigma = TVector.Create(1f) / (TVector.Create(1f) + e);
         var twoDuDx = TVector.MultiplyAdd(TVector.Create(2 * GeluOperator.Scale * 3 * GeluOperator.Cubic), x2, TVector.Create(2 * GeluOperator.Scale));
         // e sigma = 1 - sigma is at most 1: multiplying by it first keeps x u'(x) from overflowing.

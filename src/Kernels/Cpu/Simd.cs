@@ -44,9 +44,6 @@ internal unsafe interface ISimdFloat<TSelf> where TSelf : unmanaged, ISimdFloat<
     /// <summary>Lane-wise minimum (the hardware instruction).</summary>
     static abstract TSelf Min(TSelf left, TSelf right);
 
-    /// <summary>x limited to [low, high], NaN staying NaN.</summary>
-    static abstract TSelf Clamp(TSelf x, TSelf low, TSelf high);
-
     /// <summary>2^n per lane for integer-valued n in [-126, 127] (built in the exponent bits).</summary>
     static abstract TSelf PowerOfTwo(TSelf n);
 
@@ -82,7 +79,6 @@ internal readonly unsafe struct Simd512(Vector512<float> value) : ISimdFloat<Sim
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd512 PowerOfTwo(Simd512 n) =>
         new(Vector512.ShiftLeft(Vector512.ConvertToInt32Native(n._value) + Vector512.Create(127), 23).AsSingle());
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Clamp(Simd512 x, Simd512 low, Simd512 high) => new(Vector512.Clamp(x._value, low._value, high._value));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Sqrt(Simd512 x) => new(Vector512.Sqrt(x._value));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd512 WhereZero(Simd512 mask, Simd512 ifZero, Simd512 otherwise) =>
@@ -112,7 +108,6 @@ internal readonly unsafe struct Simd256(Vector256<float> value) : ISimdFloat<Sim
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd256 PowerOfTwo(Simd256 n) =>
         new(Vector256.ShiftLeft(Vector256.ConvertToInt32Native(n._value) + Vector256.Create(127), 23).AsSingle());
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Clamp(Simd256 x, Simd256 low, Simd256 high) => new(Vector256.Clamp(x._value, low._value, high._value));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Sqrt(Simd256 x) => new(Vector256.Sqrt(x._value));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd256 WhereZero(Simd256 mask, Simd256 ifZero, Simd256 otherwise) =>
@@ -142,7 +137,6 @@ internal readonly unsafe struct Simd128(Vector128<float> value) : ISimdFloat<Sim
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd128 PowerOfTwo(Simd128 n) =>
         new(Vector128.ShiftLeft(Vector128.ConvertToInt32Native(n._value) + Vector128.Create(127), 23).AsSingle());
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 Clamp(Simd128 x, Simd128 low, Simd128 high) => new(Vector128.Clamp(x._value, low._value, high._value));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 Sqrt(Simd128 x) => new(Vector128.Sqrt(x._value));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd128 WhereZero(Simd128 mask, Simd128 ifZero, Simd128 otherwise) =>
@@ -172,7 +166,6 @@ internal readonly unsafe struct SimdScalar(float value) : ISimdFloat<SimdScalar>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static SimdScalar Min(SimdScalar left, SimdScalar right) => new(MathF.Min(left._value, right._value));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static SimdScalar PowerOfTwo(SimdScalar n) => new(BitConverter.Int32BitsToSingle(((int)n._value + 127) << 23));
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static SimdScalar Clamp(SimdScalar x, SimdScalar low, SimdScalar high) => new(Math.Clamp(x._value, low._value, high._value));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static SimdScalar Sqrt(SimdScalar x) => new(MathF.Sqrt(x._value));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static SimdScalar WhereZero(SimdScalar mask, SimdScalar ifZero, SimdScalar otherwise) => mask._value == 0f ? ifZero : otherwise;
@@ -276,25 +269,29 @@ internal static unsafe class Simd
     /// rounding trick) and ln2 split in two so that r (|r| &lt;= ln2/2) is exact, e^r = 1 + r + r^2 p(r)
     /// with Cephes' degree-5 p, then 2^n applied in two halves so that results fall gradually
     /// through the denormals to 0 (e^-inf = 0) and rise to infinity above ln(float.MaxValue). About
-    /// 1 ulp; NaN stays NaN. The runtime's Vector512.Exp was measured at 5.2 ns per float on this
-    /// machine (Vector256.Exp 2.0 ns, MathF.Exp 3.2 ns), too slow for softmax and GELU.
+    /// 1 ulp; NaN stays NaN (the bounds are min's and max's first operands, so a NaN x passes through).
+    /// The runtime's Vector512.Exp was measured at 5.2 ns per float on this machine (Vector256.Exp
+    /// 2.0 ns, MathF.Exp 3.2 ns), too slow for softmax and GELU; so was the IEEE Clamp this used to
+    /// bound x (GELU 14% slower than with min and max).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static TVector Exp<TVector>(TVector x) where TVector : unmanaged, ISimdFloat<TVector>
     {
-        var e = ExpReduced(TVector.Clamp(x, TVector.Create(-104f), TVector.Create(89f)), out var n);
+        var e = ExpReduced(TVector.Min(TVector.Create(89f), TVector.Max(TVector.Create(-104f), x)), out var n);
         var half = TVector.MultiplyAdd(n, TVector.Create(0.5f), TVector.Create(Shifter)) - TVector.Create(Shifter);
         return e * TVector.PowerOfTwo(half) * TVector.PowerOfTwo(n - half);
     }
 
     /// <summary>
-    /// e^x per lane for arguments x &lt;= 0 (the softmax's x - max): <see cref="Exp{TVector}"/> without its
-    /// upper clamp and its two-step scaling (which keeps denormal results), about 17 instructions instead
-    /// of 40. Below x = -88 the result is exactly 0 (2^-127 built in the exponent bits is +0), so
-    /// e^-inf = 0; NaN stays NaN (the lower bound is the max's first operand).
+    /// e^x per lane for arguments x &lt;= 88, which the caller guarantees (the softmax's x - max &lt;= 0,
+    /// GELU's -2u bounded): <see cref="Exp{TVector}"/> without its upper clamp and its two-step scaling
+    /// (which keeps denormal results), about 17 instructions instead of 40. Results below float's normal
+    /// range flush to 0: below x = -88 the result is exactly 0 (2^-127 built in the exponent bits is +0),
+    /// so e^-inf = 0; NaN stays NaN (the lower bound is the max's first operand). Measured at 2048 x 1024:
+    /// GELU forward 32% and backward 26% faster than with <see cref="Exp{TVector}"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static TVector ExpNonPositive<TVector>(TVector x) where TVector : unmanaged, ISimdFloat<TVector>
+    public static TVector ExpFlushToZero<TVector>(TVector x) where TVector : unmanaged, ISimdFloat<TVector>
     {
         var e = ExpReduced(TVector.Max(TVector.Create(-88f), x), out var n);
         return e * TVector.PowerOfTwo(n);
@@ -319,11 +316,11 @@ internal static unsafe class Simd
         return TVector.MultiplyAdd(p, r * r, r) + TVector.Create(1f);
     }
 
-    /// <summary>destination = e^x elementwise at the selected width: the exp of every kernel, over spans (for tests).</summary>
+    /// <summary>destination = e^x elementwise at the selected width: cross-entropy's exp, over spans (for tests).</summary>
     public static void Exp(ReadOnlySpan<float> x, Span<float> destination) => MapSpan(default(ExpOperator), x, destination);
 
-    /// <summary>destination = e^x elementwise for x &lt;= 0 at the selected width: the softmax's exp, over spans (for tests).</summary>
-    public static void ExpNonPositive(ReadOnlySpan<float> x, Span<float> destination) => MapSpan(default(ExpNonPositiveOperator), x, destination);
+    /// <summary>destination = e^x elementwise for x &lt;= 88 at the selected width: the softmax's and GELU's exp, over spans (for tests).</summary>
+    public static void ExpFlushToZero(ReadOnlySpan<float> x, Span<float> destination) => MapSpan(default(ExpFlushToZeroOperator), x, destination);
 
     private static void MapSpan<TOperator>(TOperator op, ReadOnlySpan<float> x, Span<float> destination) where TOperator : unmanaged, IElementwise
     {
@@ -370,11 +367,11 @@ internal readonly struct ExpOperator : IElementwise
     public TVector Invoke<TVector>(TVector x, TVector y, TVector z) where TVector : unmanaged, ISimdFloat<TVector> => Simd.Exp(x);
 }
 
-/// <summary>destination = e^x for x &lt;= 0.</summary>
-internal readonly struct ExpNonPositiveOperator : IElementwise
+/// <summary>destination = e^x for x &lt;= 88, flushed to 0 below float's normal range.</summary>
+internal readonly struct ExpFlushToZeroOperator : IElementwise
 {
     public static int Arity => 1;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public TVector Invoke<TVector>(TVector x, TVector y, TVector z) where TVector : unmanaged, ISimdFloat<TVector> => Simd.ExpNonPositive(x);
+    public TVector Invoke<TVector>(TVector x, TVector y, TVector z) where TVector : unmanaged, ISimdFloat<TVector> => Simd.ExpFlushToZero(x);
 }

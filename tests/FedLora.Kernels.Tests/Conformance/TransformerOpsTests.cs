@@ -406,15 +406,15 @@ public class TransformerOpsTests
     }
 
     [Fact]
-    public void SimdExpNonPositive_CurrentWidth_WithinTwoUlpsAndZeroBelowFloatRange()
+    public void SimdExpFlushToZero_CurrentWidth_WithinTwoUlpsAndZeroBelowFloatRange()
     {
-        // The softmax's exp (arguments x - max <= 0), at the width FEDLORA_SIMD selects.
-        var values = new List<float> { 0f, -0f, -1f, -87f, -87.3f, -88f, -88.1f, -100f, -1000f };
-        for (var x = -110f; x <= 0f; x += 0.0137f) values.Add(x);
+        // The softmax's and GELU's exp (arguments x - max <= 0, GELU's -2u <= 88), at the width FEDLORA_SIMD selects.
+        var values = new List<float> { 0f, -0f, 1f, 80f, 87.9f, 88f, -1f, -87f, -87.3f, -88f, -88.1f, -100f, -1000f };
+        for (var x = -110f; x <= 88f; x += 0.0137f) values.Add(x);
         values.AddRange([float.NegativeInfinity, float.NaN]);
         var input = values.ToArray();
         var output = new float[input.Length];
-        Simd.ExpNonPositive(input, output);
+        Simd.ExpFlushToZero(input, output);
         for (var i = 0; i < input.Length; i++)
         {
             var exact = Math.Exp(input[i]);
