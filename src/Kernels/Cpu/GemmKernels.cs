@@ -192,6 +192,54 @@ internal static unsafe class GemmKernels
         Store512(c + 15 * ldc, cf, bias, accumulate);
     }
 
+    /// <summary>
+    /// 8x16 on Vector512, Kernel16x16's half for an a read in place with rows a multiple of 4 KB apart
+    /// (Gemm.NarrowFewRows): 8 accumulators, 1 load of b and 8 broadcasts of a per k step.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Kernel8x16(int kc, float* a, nint ars, nint aks, int kcTail, float* aTail, float* b, float* c, nint ldc, float* bias, bool accumulate)
+    {
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+        var ars2 = 2 * ars;
+        var ars3 = 3 * ars;
+        var a4 = a + 4 * ars;
+        for (var pass = 0; pass < 2; pass++)
+        {
+            for (var p = 0; p < kc; p++)
+            {
+                var b0 = Vector512.Load(b);
+                c0 = Vector512.FusedMultiplyAdd(Vector512.Create(a[0]), b0, c0);
+                c1 = Vector512.FusedMultiplyAdd(Vector512.Create(a[ars]), b0, c1);
+                c2 = Vector512.FusedMultiplyAdd(Vector512.Create(a[ars2]), b0, c2);
+                c3 = Vector512.FusedMultiplyAdd(Vector512.Create(a[ars3]), b0, c3);
+                c4 = Vector512.FusedMultiplyAdd(Vector512.Create(a4[0]), b0, c4);
+                c5 = Vector512.FusedMultiplyAdd(Vector512.Create(a4[ars]), b0, c5);
+                c6 = Vector512.FusedMultiplyAdd(Vector512.Create(a4[ars2]), b0, c6);
+                c7 = Vector512.FusedMultiplyAdd(Vector512.Create(a4[ars3]), b0, c7);
+                a += aks;
+                a4 += aks;
+                b += 16;
+            }
+            if (kcTail == 0) break;
+            kc = kcTail;
+            kcTail = 0;
+            a = aTail;
+            ars = 1;
+            aks = 8;
+            ars2 = 2;
+            ars3 = 3;
+            a4 = aTail + 4;
+        }
+        Store512(c, c0, bias, accumulate);
+        Store512(c + 1 * ldc, c1, bias, accumulate);
+        Store512(c + 2 * ldc, c2, bias, accumulate);
+        Store512(c + 3 * ldc, c3, bias, accumulate);
+        Store512(c + 4 * ldc, c4, bias, accumulate);
+        Store512(c + 5 * ldc, c5, bias, accumulate);
+        Store512(c + 6 * ldc, c6, bias, accumulate);
+        Store512(c + 7 * ldc, c7, bias, accumulate);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Store512(float* c, Vector512<float> v, float* bias, bool accumulate)
     {

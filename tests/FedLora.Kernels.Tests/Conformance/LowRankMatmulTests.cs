@@ -2,8 +2,8 @@ namespace FedLora.Kernels.Tests.Conformance;
 
 /// <summary>
 /// LoRA matmul forward and backward on every backend against the Reference: all ranks (I = null),
-/// an index set in non-sorted order with k &lt; r, and a full permutation of the ranks, on odd shapes
-/// and on the model's qkv shape.
+/// an index set in non-sorted order with k &lt; r, and a full permutation of the ranks, on odd shapes,
+/// on the model's qkv shape and on rows 4 KB apart.
 /// </summary>
 public class LowRankMatmulTests
 {
@@ -12,6 +12,8 @@ public class LowRankMatmulTests
         (0, 7, 17, 4), (7, 0, 17, 4), (7, 17, 0, 4), (1, 1, 1, 1), (7, 17, 33, 1), (17, 33, 7, 7), (33, 129, 17, 16),
         (129, 17, 33, 17), (17, 129, 129, 33), (129, 33, 129, 4), (300, 33, 17, 7), (17, 300, 33, 16), (1024, 600, 33, 16),
         (128, 128, 384, 16), (300, 17, 2049, 16),
+        // Rows of x or dy 4 KB apart (the Cpu GEMM's 8-row narrow kernel), with a K tail in dx at C = 16.
+        (37, 1024, 17, 16), (37, 16, 1024, 4),
     ];
 
     /// <summary>How ranks are selected: null (all r), a shuffled subset of about r/2, a shuffled full permutation.</summary>
