@@ -335,7 +335,15 @@ internal static unsafe class Gemm
                     gEnd += kc + (mergeTail && inHead && gEnd + kc == A.HeadK ? tailK : 0);
                 }
                 var groupK = gEnd - g0;
-                for (var ip = 0; ip < rowPanels; ip++)
+                // A K-major a too far strided to read in place (dy^T in dW with O >= 2048) is packed for all
+                // the tile's full row panels at once, K entry by K entry, so that each entry's run of rows is
+                // read whole and in order, with prefetches ahead (GemmPack.KMajorPanels).
+                var wholePanels = !headInPlace && GemmPack.IsKMajor(head) && gEnd <= A.HeadK ? rows / mr : 0;
+                if (wholePanels > 0)
+                {
+                    GemmPack.KMajorPanels(head.Data + i0 + g0 * head.KStride, head.KStride, wholePanels, mr, groupK, packedA, (nint)mr * groupK);
+                }
+                for (var ip = wholePanels; ip < rowPanels; ip++)
                 {
                     var i = i0 + ip * mr;
                     var valid = Math.Min(mr, i0 + rows - i);

@@ -135,15 +135,35 @@ internal static unsafe class GemmPack
     private static bool IsPlain(in GemmSource s) => s.RowIndex == null && s.KIndex == null && s.KScale == null && s.Scale == 1f;
 
     /// <summary>
+    /// Floats of K stride from which <see cref="KMajorPanels"/> prefetches: each K entry then sits on its own
+    /// 4 KB page, where the hardware prefetchers (which stay within a page) do not follow.
+    /// </summary>
+    private const int PrefetchKStride = 1024;
+
+    /// <summary>
+    /// K entries ahead that <see cref="KMajorPanels"/> prefetches. Packing dy^T for dW 2048x512x2048 (16 MB
+    /// at an 8 KB stride), one core: 2.2-2.4 ms without prefetches, 1.5-1.6 ms at 8, 16 or 32 entries ahead.
+    /// </summary>
+    private const int PrefetchDistance = 16;
+
+    /// <summary>
     /// Packs <paramref name="panels"/> full panels of <paramref name="width"/> columns of a K-major source
     /// (columns contiguous, K entries <paramref name="kStride"/> apart) K entry by K entry: each entry's run of
     /// panels*width floats is read once, in order, and split into the panels, dst[ip*panelStride + p*width + i].
+    /// From a K stride of <see cref="PrefetchKStride"/>, the run <see cref="PrefetchDistance"/> entries ahead is prefetched.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void KMajorPanels(float* src, nint kStride, int panels, int width, int kc, float* dst, nint panelStride)
     {
+        var runBytes = panels * width * sizeof(float);
+        var prefetch = Sse.IsSupported && kStride >= PrefetchKStride;
         for (var p = 0; p < kc; p++, src += kStride, dst += width)
         {
+            if (prefetch && p + PrefetchDistance < kc)
+            {
+                var ahead = (byte*)(src + PrefetchDistance * kStride);
+                for (var offset = 0; offset < runBytes; offset += 64) Sse.Prefetch0(ahead + offset);
+            }
             var from = src;
             var to = dst;
             for (var ip = 0; ip < panels; ip++, from += width, to += panelStride)
