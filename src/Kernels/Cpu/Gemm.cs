@@ -41,8 +41,9 @@ internal unsafe struct GemmOutput
 /// within L3), one parallel job first packs b's chunk into NR-wide micro-panels holding the whole K,
 /// then computes output tiles of (at most MT rows) x (a run of micro-panels), one tile per task. a is
 /// read in place when it is a plain strided matrix (x, dy, dy^T: the kernels take its strides) with a
-/// short enough K stride (GemmPack.ReadsInPlace); otherwise, and for edge rows and LoRA's K tail, a tile
-/// packs it into MR-wide panels, one group of K blocks at a time. A tile
+/// short enough K stride (GemmPack.ReadsInPlace) that is not a multiple of 4 KB (GemmJob.Split);
+/// otherwise, and for edge rows and LoRA's K tail, a tile packs it into MR-wide panels, one group of
+/// K blocks at a time. A tile
 /// walks K in groups (its a slice stays in L2), b's micro-panels, K blocks of KC (a KC x NR
 /// micro-panel stays in L1) and MR-row panels; its c tile stays in L1 across a group's K blocks.</para>
 /// <para>Determinism: each output element belongs to exactly one task, which adds its K blocks in
@@ -192,6 +193,9 @@ internal static unsafe class Gemm
         public int* PackTasksDone;
         public int RowBlocks, ColBlocks, RowsPerBlock, PanelsPerBlock, GroupK;
 
+        /// <summary>Whether the tiles read a's head in place (set by <see cref="Split"/>), or pack it group by group.</summary>
+        public bool AInPlace;
+
         public readonly void Execute(int index)
         {
             if (index < PackTasks)
@@ -285,7 +289,15 @@ internal static unsafe class Gemm
             // A K-major a read in place (dy^T in dW) has its slice's K entries one K stride apart: they map
             // onto few L2 sets, and more than one K block of them does not stay in L2. Measured with
             // both cores, dW 2048x512x512 4-12% faster with one K block per group, 2048x256x256 2-3%.
-            var kMajorInPlace = GemmPack.IsKMajor(A.Head) && GemmPack.ReadsInPlace(A.Head);
+            // A K-major a whose K stride is a multiple of 4 KB (dy^T in dW with O = 1024) maps a tile's slice
+            // (128 rows x 256 K entries) onto 128 L2 sets of 16 lines, which it fills: read in place, it comes
+            // again from L3 for each of b's micro-panels. Packed in one pass (GemmPack.KMajorPanels), it pays
+            // from 8 micro-panels: one core / both cores, dW 2048x512x1024 184 -> 200 / 372 -> 401 GFLOP/s,
+            // 2048x1024x1024 174 -> 195 / 355 -> 393, 2048x256x1024 194 -> 196 / 332 -> 355; with 4
+            // (2048x128x1024) packing lost 4%, and LoRA's dB (one micro-panel) reads dy^T once anyway.
+            var kMajor = GemmPack.IsKMajor(A.Head);
+            AInPlace = GemmPack.ReadsInPlace(A.Head) && !(kMajor && A.Head.KStride % 1024 == 0 && Nc > 4 * Shape.NR);
+            var kMajorInPlace = kMajor && AInPlace;
             GroupK = kMajorInPlace ? Shape.KC : Math.Max(Shape.KC, GroupFloats / RowsPerBlock / Shape.KC * Shape.KC);
         }
 
@@ -313,7 +325,7 @@ internal static unsafe class Gemm
             var tailK = K - A.HeadK;
             var mergeTail = A.HeadK > 0 && tailK > 0 && tailK <= Shape.KC;
             var head = A.Head;
-            var headInPlace = GemmPack.ReadsInPlace(head);
+            var headInPlace = AInPlace;
             var tile = stackalloc float[mr * nr + 16];
             var direct = C.IsDirect;
             if (colBlock == 0 && RowSums != null)
@@ -335,7 +347,7 @@ internal static unsafe class Gemm
                     gEnd += kc + (mergeTail && inHead && gEnd + kc == A.HeadK ? tailK : 0);
                 }
                 var groupK = gEnd - g0;
-                // A K-major a too far strided to read in place (dy^T in dW with O >= 2048) is packed for all
+                // A K-major a that is not read in place (dy^T in dW with O = 1024 or O >= 2048) is packed for all
                 // the tile's full row panels at once, K entry by K entry, so that each entry's run of rows is
                 // read whole and in order, with prefetches ahead (GemmPack.KMajorPanels).
                 var wholePanels = !headInPlace && GemmPack.IsKMajor(head) && gEnd <= A.HeadK ? rows / mr : 0;

@@ -18,6 +18,8 @@ public class MatmulTests
         (129, 7, 33), (7, 129, 17), (17, 33, 129), (33, 129, 129), (129, 129, 7), (129, 33, 17), (1, 129, 129),
         (129, 1, 129), (17, 300, 33), (300, 33, 17), (1024, 600, 33), (600, 17, 1024), (128, 128, 384),
         (300, 17, 2049),
+        // dy rows 4 KB apart, and x wide enough that the Cpu dW packs dy^T rather than read it in place.
+        (33, 300, 1024),
     ];
 
     public static TheoryData<string, int, int, int, bool> ForwardCases()
