@@ -291,10 +291,11 @@ internal static unsafe class Gemm
             // both cores, dW 2048x512x512 4-12% faster with one K block per group, 2048x256x256 2-3%.
             // A K-major a whose K stride is a multiple of 4 KB (dy^T in dW with O = 1024) maps a tile's slice
             // (128 rows x 256 K entries) onto 128 L2 sets of 16 lines, which it fills: read in place, it comes
-            // again from L3 for each of b's micro-panels. Packed in one pass (GemmPack.KMajorPanels), it pays
-            // from 8 micro-panels: one core / both cores, dW 2048x512x1024 184 -> 200 / 372 -> 401 GFLOP/s,
-            // 2048x1024x1024 174 -> 195 / 355 -> 393, 2048x256x1024 194 -> 196 / 332 -> 355; with 4
-            // (2048x128x1024) packing lost 4%, and LoRA's dB (one micro-panel) reads dy^T once anyway.
+            // again from L3 for each of b's micro-panels. Packing it in one pass (GemmPack.KMajorPanels) pays
+            // when b's chunk is 8 micro-panels wide or more: one core / both cores, dW 2048x512x1024 184 -> 200
+            // / 372 -> 401 GFLOP/s, 2048x1024x1024 174 -> 195 / 355 -> 393, 2048x256x1024 194 -> 196 / 332 ->
+            // 355. At 4 (2048x128x1024) packing lost 4%, so a chunk of at most 4 is still read in place, as is
+            // LoRA's dB (one micro-panel), which reads dy^T once anyway.
             var kMajor = GemmPack.IsKMajor(A.Head);
             AInPlace = GemmPack.ReadsInPlace(A.Head) && !(kMajor && A.Head.KStride % 1024 == 0 && Nc > 4 * Shape.NR);
             var kMajorInPlace = kMajor && AInPlace;
@@ -325,7 +326,6 @@ internal static unsafe class Gemm
             var tailK = K - A.HeadK;
             var mergeTail = A.HeadK > 0 && tailK > 0 && tailK <= Shape.KC;
             var head = A.Head;
-            var headInPlace = AInPlace;
             var tile = stackalloc float[mr * nr + 16];
             var direct = C.IsDirect;
             if (colBlock == 0 && RowSums != null)
@@ -350,7 +350,7 @@ internal static unsafe class Gemm
                 // A K-major a that is not read in place (dy^T in dW with O = 1024 or O >= 2048) is packed for all
                 // the tile's full row panels at once, K entry by K entry, so that each entry's run of rows is
                 // read whole and in order, with prefetches ahead (GemmPack.KMajorPanels).
-                var wholePanels = !headInPlace && GemmPack.IsKMajor(head) && gEnd <= A.HeadK ? rows / mr : 0;
+                var wholePanels = !AInPlace && GemmPack.IsKMajor(head) && gEnd <= A.HeadK ? rows / mr : 0;
                 if (wholePanels > 0)
                 {
                     GemmPack.KMajorPanels(head.Data + i0 + g0 * head.KStride, head.KStride, wholePanels, mr, groupK, packedA, (nint)mr * groupK);
@@ -360,7 +360,7 @@ internal static unsafe class Gemm
                     var i = i0 + ip * mr;
                     var valid = Math.Min(mr, i0 + rows - i);
                     var panel = packedA + (nint)ip * mr * groupK;
-                    if (!headInPlace || valid < mr)
+                    if (!AInPlace || valid < mr)
                     {
                         GemmPack.Panel(A, i, valid, mr, g0, groupK, panel);
                     }
@@ -390,7 +390,7 @@ internal static unsafe class Gemm
                             var valid = Math.Min(mr, i0 + rows - i);
                             var panel = packedA + (nint)ip * mr * groupK - (nint)g0 * mr;
                             // In place: kc entries at a[i*ars + p*aks], then kcTail packed ones; else all packed.
-                            var inPlace = inHead && headInPlace && valid == mr;
+                            var inPlace = inHead && AInPlace && valid == mr;
                             var a = inPlace ? head.Data + i * head.RowStride + p0 * head.KStride : panel + (nint)p0 * mr;
                             var ars = inPlace ? head.RowStride : 1;
                             var aks = inPlace ? head.KStride : mr;
