@@ -334,8 +334,8 @@ internal static unsafe class Gemm
             }
 
             // What the kernel cannot read in place is packed group by group: packed panel ip holds the
-            // group's groupK entries x MR floats at packedA + ip*MR*groupK (an in-place panel: only its tail entries).
-            var packedA = GemmWorkspace.Worker.PackedA((long)rowPanels * mr * (GroupK + Shape.KC));
+            // group's groupK entries x MR floats at packedA + ip*(MR*groupK + 16) (an in-place panel: only its tail entries).
+            var packedA = GemmWorkspace.Worker.PackedA((long)rowPanels * (mr * (GroupK + Shape.KC) + 16));
             for (var g0 = 0; g0 < K;)
             {
                 // A group of K blocks whose slice of a (rows x GroupK) stays in L2 while b's micro-panels pass.
@@ -347,19 +347,24 @@ internal static unsafe class Gemm
                     gEnd += kc + (mergeTail && inHead && gEnd + kc == A.HeadK ? tailK : 0);
                 }
                 var groupK = gEnd - g0;
+                // Packed panels lie one cache line further apart than their size: at MR = 8 and groupK = 512
+                // they would be 16 KB apart, so the same K entry of every panel would share one L1 set and
+                // packing a tile's 16 panels at once would evict its own writes. dW 2048x256x1024 (dy^T packed),
+                // one core and both cores: 190 -> 205 and 372 -> 399 GFLOP/s; 2048x512x2048 2%.
+                var panelStride = (nint)mr * groupK + 16;
                 // A K-major a that is not read in place (dy^T in dW with O = 1024 or O >= 2048) is packed for all
                 // the tile's full row panels at once, K entry by K entry, so that each entry's run of rows is
                 // read whole and in order, with prefetches ahead (GemmPack.KMajorPanels).
                 var wholePanels = !AInPlace && GemmPack.IsKMajor(head) && gEnd <= A.HeadK ? rows / mr : 0;
                 if (wholePanels > 0)
                 {
-                    GemmPack.KMajorPanels(head.Data + i0 + g0 * head.KStride, head.KStride, wholePanels, mr, groupK, packedA, (nint)mr * groupK);
+                    GemmPack.KMajorPanels(head.Data + i0 + g0 * head.KStride, head.KStride, wholePanels, mr, groupK, packedA, panelStride);
                 }
                 for (var ip = wholePanels; ip < rowPanels; ip++)
                 {
                     var i = i0 + ip * mr;
                     var valid = Math.Min(mr, i0 + rows - i);
-                    var panel = packedA + (nint)ip * mr * groupK;
+                    var panel = packedA + ip * panelStride;
                     if (!AInPlace || valid < mr)
                     {
                         GemmPack.Panel(A, i, valid, mr, g0, groupK, panel);
@@ -388,7 +393,7 @@ internal static unsafe class Gemm
                         {
                             var i = i0 + ip * mr;
                             var valid = Math.Min(mr, i0 + rows - i);
-                            var panel = packedA + (nint)ip * mr * groupK - (nint)g0 * mr;
+                            var panel = packedA + ip * panelStride - (nint)g0 * mr;
                             // In place: kc entries at a[i*ars + p*aks], then kcTail packed ones; else all packed.
                             var inPlace = inHead && AInPlace && valid == mr;
                             var a = inPlace ? head.Data + i * head.RowStride + p0 * head.KStride : panel + (nint)p0 * mr;
