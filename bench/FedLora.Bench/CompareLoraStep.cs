@@ -14,8 +14,9 @@ namespace FedLora.Bench;
 /// better of 1 and 2 threads), at the two configurations of <see cref="LoraStepBenchmarks"/>; tokens/s
 /// = B*T / median step time, each side's best of a few rounds that alternate the sides
 /// (`--rounds N`, 6 by default: with 3, a fast spell of the machine that fell on one side only moved
-/// the L6-C256 ratio between 2.86x and 3.55x in five runs; with 6, two runs gave 3.16x and 3.24x), and their ratio. Also the bytes each run holds on the backend for
-/// LoRA fine-tuning against full fine-tuning of the same model.
+/// the L6-C256 ratio between 2.86x and 3.55x in five runs; with 6, two runs gave 3.16x and 3.24x),
+/// and their ratio. Also the bytes each run holds on the backend for LoRA fine-tuning against full
+/// fine-tuning of the same model.
 /// </summary>
 internal static class CompareLoraStep
 {

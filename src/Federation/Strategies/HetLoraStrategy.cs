@@ -66,18 +66,7 @@ public sealed class HetLoraStrategy : IFederatedStrategy
     {
         var pairs = RoundRules.Pair(this, plan, state, updates);
         var p = RoundRules.DataWeights(pairs);
-        var adapters = new HostAdapter[_modules.Length];
-        for (var module = 0; module < _modules.Length; module++)
-        {
-            var weights = NormWeights(pairs, module, p);
-            var sum = new AdapterAccumulator(_modules[module], Settings.Rank);
-            for (var k = 0; k < pairs.Length; k++)
-            {
-                var factors = pairs[k].Update.Modules[module];
-                sum.AddPadded(factors.A, factors.B, pairs[k].Update.Rank, weights[k]);
-            }
-            adapters[module] = sum.ToAdapter();
-        }
+        var adapters = RoundRules.PaddedAverage(_modules, Settings.Rank, pairs, module => NormWeights(pairs, module, p));
         var ranks = new Dictionary<int, int>(state.ClientRanks);
         foreach (var (_, update) in pairs) ranks[update.ClientId] = update.Rank;
         return new AggregationResult(new GlobalState(state.Round + 1, adapters, state.Alpha, state.Scaling, ranks));

@@ -96,16 +96,25 @@ internal static class RoundRules
     /// factor average.
     /// </summary>
     public static HostAdapter[] PaddedAverage(LoraModuleSpec[] modules, int rank,
-        (ClientAssignment Assignment, ClientUpdate Update)[] pairs, double[] p)
+        (ClientAssignment Assignment, ClientUpdate Update)[] pairs, double[] p) =>
+        PaddedAverage(modules, rank, pairs, _ => p);
+
+    /// <summary>
+    /// The padded factor average with weights chosen per module (HetLoRA's norm weights): the weights of
+    /// module m are <paramref name="weightsOf"/>(m).
+    /// </summary>
+    public static HostAdapter[] PaddedAverage(LoraModuleSpec[] modules, int rank,
+        (ClientAssignment Assignment, ClientUpdate Update)[] pairs, Func<int, double[]> weightsOf)
     {
         var adapters = new HostAdapter[modules.Length];
         for (var module = 0; module < modules.Length; module++)
         {
+            var weights = weightsOf(module);
             var sum = new AdapterAccumulator(modules[module], rank);
             for (var k = 0; k < pairs.Length; k++)
             {
                 var factors = pairs[k].Update.Modules[module];
-                sum.AddPadded(factors.A, factors.B, pairs[k].Update.Rank, p[k]);
+                sum.AddPadded(factors.A, factors.B, pairs[k].Update.Rank, weights[k]);
             }
             adapters[module] = sum.ToAdapter();
         }

@@ -18,8 +18,8 @@ namespace FedLora.Kernels.Cpu;
 // product runs over whole blocks with no triangle case, and only over the causal part plus the
 // block on the diagonal; a position meets a later one only with weight 0.
 // Forward, per block of 8 query rows: S; the softmax numerators, in sweeps over the 8 rows (each
-// row's max and sum reductions then overlap the next row's work) with an exp for arguments <= 0
-// only (Simd.ExpFlushToZero, less than half of Simd.Exp's instructions); the normalised attention rows,
+// row's max and sum reductions then overlap the next row's work) with the exp that needs no denormal
+// results (Simd.ExpFlushToZero, less than half of Simd.Exp's instructions); the normalised attention rows,
 // streamed to memory with non-temporal stores; y = (numerators) v, scaled by each row's 1/sum.
 // Backward in two passes: per block of query rows, dP, then P (copied from the attention matrix,
 // which is read only on and below the diagonal) and dS = scale P (dP - rowsum(P dP)) into (T,Tp)

@@ -88,6 +88,14 @@ internal static unsafe class Gemm
     /// <summary>Floats of a that a tile keeps in L2 across b's micro-panels (a quarter of Zen 5's 1 MB).</summary>
     private const int GroupFloats = 1 << 16;
 
+    /// <summary>
+    /// Floats (one cache line) between a packed a panel's end and the next panel: at MR = 8 and a group of 512
+    /// K entries, unpadded panels lie 16 KB apart, so the same K entry of every panel shares one L1 set and
+    /// packing a tile's 16 panels at once evicts its own writes. dW 2048x256x1024 (dy^T packed), one core and
+    /// both cores: 190 -> 205 and 372 -> 399 GFLOP/s; 2048x512x2048 2%.
+    /// </summary>
+    private const int PanelPadding = 16;
+
     /// <summary>Below this many multiply-adds (about 10 us on one core) a GEMM runs on the calling thread only.</summary>
     private const long SerialWork = 1 << 20;
 
@@ -109,7 +117,7 @@ internal static unsafe class Gemm
         // Always in the caller's orientation: running c^T = b^T a^T to save padding lanes was tried and
         // lost 1.1-2.1x everywhere it applied (LM head 2048x128x257, LoRA ranks 17-31), because it
         // packs the big operand and scatters every output through the tile buffer.
-        var rowsAlias = GemmPack.ReadsInPlace(a.Head) && a.Head.KStride == 1 && a.Head.RowStride % 1024 == 0;
+        var rowsAlias = GemmPack.ReadsInPlace(a.Head) && a.Head.KStride == 1 && GemmPack.IsPageMultiple(a.Head.RowStride);
         Blocked(m, n, k, a, b, c, accumulate, bias, rowSums, n > Narrow.NR ? Selected : rowsAlias ? NarrowFewRows : Narrow);
     }
 
@@ -297,7 +305,7 @@ internal static unsafe class Gemm
             // 355. At 4 (2048x128x1024) packing lost 4%, so a chunk of at most 4 is still read in place, as is
             // LoRA's dB (one micro-panel), which reads dy^T once anyway.
             var kMajor = GemmPack.IsKMajor(A.Head);
-            AInPlace = GemmPack.ReadsInPlace(A.Head) && !(kMajor && A.Head.KStride % 1024 == 0 && Nc > 4 * Shape.NR);
+            AInPlace = GemmPack.ReadsInPlace(A.Head) && !(kMajor && GemmPack.IsPageMultiple(A.Head.KStride) && Nc > 4 * Shape.NR);
             var kMajorInPlace = kMajor && AInPlace;
             GroupK = kMajorInPlace ? Shape.KC : Math.Max(Shape.KC, GroupFloats / RowsPerBlock / Shape.KC * Shape.KC);
         }
@@ -334,8 +342,9 @@ internal static unsafe class Gemm
             }
 
             // What the kernel cannot read in place is packed group by group: packed panel ip holds the
-            // group's groupK entries x MR floats at packedA + ip*(MR*groupK + 16) (an in-place panel: only its tail entries).
-            var packedA = GemmWorkspace.Worker.PackedA((long)rowPanels * (mr * (GroupK + Shape.KC) + 16));
+            // group's groupK entries x MR floats at packedA + ip*(MR*groupK + PanelPadding) (an in-place
+            // panel: only its tail entries).
+            var packedA = GemmWorkspace.Worker.PackedA((long)rowPanels * (mr * (GroupK + Shape.KC) + PanelPadding));
             for (var g0 = 0; g0 < K;)
             {
                 // A group of K blocks whose slice of a (rows x GroupK) stays in L2 while b's micro-panels pass.
@@ -347,32 +356,28 @@ internal static unsafe class Gemm
                     gEnd += kc + (mergeTail && inHead && gEnd + kc == A.HeadK ? tailK : 0);
                 }
                 var groupK = gEnd - g0;
-                // Packed panels lie one cache line further apart than their size: at MR = 8 and groupK = 512
-                // they would be 16 KB apart, so the same K entry of every panel would share one L1 set and
-                // packing a tile's 16 panels at once would evict its own writes. dW 2048x256x1024 (dy^T packed),
-                // one core and both cores: 190 -> 205 and 372 -> 399 GFLOP/s; 2048x512x2048 2%.
-                var panelStride = (nint)mr * groupK + 16;
-                // A K-major a that is not read in place (dy^T in dW with O = 1024 or O >= 2048) is packed for all
-                // the tile's full row panels at once, K entry by K entry, so that each entry's run of rows is
-                // read whole and in order, with prefetches ahead (GemmPack.KMajorPanels).
-                var wholePanels = !AInPlace && GemmPack.IsKMajor(head) && gEnd <= A.HeadK ? rows / mr : 0;
-                if (wholePanels > 0)
+                var panelStride = (nint)mr * groupK + PanelPadding;
+                if (!AInPlace)
                 {
-                    GemmPack.KMajorPanels(head.Data + i0 + g0 * head.KStride, head.KStride, wholePanels, mr, groupK, packedA, panelStride);
+                    GemmPack.Panels(A, i0, rows, mr, g0, groupK, packedA, panelStride);
                 }
-                for (var ip = wholePanels; ip < rowPanels; ip++)
+                else
                 {
-                    var i = i0 + ip * mr;
-                    var valid = Math.Min(mr, i0 + rows - i);
-                    var panel = packedA + ip * panelStride;
-                    if (!AInPlace || valid < mr)
+                    // Read in place: an edge panel (fewer than MR rows) is packed whole, a full panel only its K tail.
+                    for (var ip = 0; ip < rowPanels; ip++)
                     {
-                        GemmPack.Panel(A, i, valid, mr, g0, groupK, panel);
-                    }
-                    else if (gEnd > A.HeadK)
-                    {
-                        var from = Math.Max(g0, A.HeadK);
-                        GemmPack.Panel(A, i, valid, mr, from, gEnd - from, panel + (nint)(from - g0) * mr);
+                        var i = i0 + ip * mr;
+                        var valid = Math.Min(mr, i0 + rows - i);
+                        var panel = packedA + ip * panelStride;
+                        if (valid < mr)
+                        {
+                            GemmPack.Panel(A, i, valid, mr, g0, groupK, panel);
+                        }
+                        else if (gEnd > A.HeadK)
+                        {
+                            var from = Math.Max(g0, A.HeadK);
+                            GemmPack.Panel(A, i, valid, mr, from, gEnd - from, panel + (nint)(from - g0) * mr);
+                        }
                     }
                 }
                 for (var jp = firstPanel; jp < lastPanel; jp++)

@@ -55,6 +55,26 @@ internal unsafe struct GemmOperand
 /// </summary>
 internal static unsafe class GemmPack
 {
+    /// <summary>
+    /// Packs rows [i0, i0+rows) of <paramref name="operand"/> into panels of <paramref name="width"/> rows (the
+    /// last zero-padded), panel j at dst + j*panelStride, over K entries [p0, p0+kc). A K-major head (dy^T in
+    /// dW) is copied for all full panels at once, K entry by K entry, so that each entry's run of rows is read
+    /// whole and in order, with prefetches ahead (<see cref="KMajorPanels"/>).
+    /// </summary>
+    public static void Panels(in GemmOperand operand, int i0, int rows, int width, int p0, int kc, float* dst, nint panelStride)
+    {
+        var full = IsKMajor(operand.Head) && p0 + kc <= operand.HeadK ? rows / width : 0;
+        if (full > 0)
+        {
+            var head = operand.Head;
+            KMajorPanels(head.Data + i0 + p0 * head.KStride, head.KStride, full, width, kc, dst, panelStride);
+        }
+        for (var panel = full; panel * width < rows; panel++)
+        {
+            Panel(operand, i0 + panel * width, Math.Min(width, rows - panel * width), width, p0, kc, dst + panel * panelStride);
+        }
+    }
+
     /// <summary>Packs rows [i0, i0+rows) of <paramref name="operand"/> (zero rows up to width) over K entries [p0, p0+kc).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Panel(in GemmOperand operand, int i0, int rows, int width, int p0, int kc, float* dst)
@@ -135,10 +155,15 @@ internal static unsafe class GemmPack
     private static bool IsPlain(in GemmSource s) => s.RowIndex == null && s.KIndex == null && s.KScale == null && s.Scale == 1f;
 
     /// <summary>
-    /// Floats of K stride from which <see cref="KMajorPanels"/> prefetches: each K entry then sits on its own
-    /// 4 KB page, where the hardware prefetchers (which stay within a page) do not follow.
+    /// Floats in a 4 KB page. Rows (or K entries) a multiple of this apart map onto the same cache sets, and
+    /// from this stride on each K entry sits on its own page, where the hardware prefetchers (which stay
+    /// within a page) do not follow: <see cref="KMajorPanels"/> then prefetches, and Gemm reads such
+    /// operands with fewer rows at a time or packs them.
     /// </summary>
-    private const int PrefetchKStride = 1024;
+    public const int PageFloats = 1024;
+
+    /// <summary>True when a stride of <paramref name="floats"/> is a whole number of 4 KB pages.</summary>
+    public static bool IsPageMultiple(nint floats) => floats % PageFloats == 0;
 
     /// <summary>
     /// K entries ahead that <see cref="KMajorPanels"/> prefetches. Packing dy^T for dW 2048x512x2048 (16 MB
@@ -150,13 +175,13 @@ internal static unsafe class GemmPack
     /// Packs <paramref name="panels"/> full panels of <paramref name="width"/> columns of a K-major source
     /// (columns contiguous, K entries <paramref name="kStride"/> apart) K entry by K entry: each entry's run of
     /// panels*width floats is read once, in order, and split into the panels, dst[ip*panelStride + p*width + i].
-    /// From a K stride of <see cref="PrefetchKStride"/>, the run <see cref="PrefetchDistance"/> entries ahead is prefetched.
+    /// From a K stride of <see cref="PageFloats"/>, the run <see cref="PrefetchDistance"/> entries ahead is prefetched.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void KMajorPanels(float* src, nint kStride, int panels, int width, int kc, float* dst, nint panelStride)
     {
         var runBytes = panels * width * sizeof(float);
-        var prefetch = Sse.IsSupported && kStride >= PrefetchKStride;
+        var prefetch = Sse.IsSupported && kStride >= PageFloats;
         for (var p = 0; p < kc; p++, src += kStride, dst += width)
         {
             if (prefetch && p + PrefetchDistance < kc)
@@ -265,7 +290,7 @@ internal static unsafe class GemmPack
     /// prefetch) and a tile's slice maps onto a few L1 and L2 sets. Measured on one core (Zen 5) at
     /// dW 2048x512x2048: packing +5-7%; at strides 512-1536 packing costs 4-15% (its copy is not repaid).
     /// </summary>
-    private const int PackedKStride = 2048;
+    private const int PackedKStride = 2 * PageFloats;
 
     /// <summary>
     /// True when the micro-kernel can read the source in place, element (i,p) at Data[i*RowStride + p*KStride]
