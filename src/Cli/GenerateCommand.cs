@@ -30,7 +30,7 @@ internal static class GenerateCommand
             var sampler = new Sampler(parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(seed));
             var text = parse.GetValue(prompt)!;
             var asInstruction = parse.GetValue(instruction);
-            var promptTokens = ByteTokenizer.Encode(asInstruction ? InstructionTemplate.FormatPrompt(text, "") : text);
+            var promptTokens = ByteTokenizer.Instance.Encode(asInstruction ? InstructionTemplate.FormatPrompt(text, "") : text);
             using var backend = CommonOptions.CreateBackend(parse.GetValue(device)!);
             var modelPath = Paths.RequireFile(parse.GetValue(model)!, "model", "Pass --model PATH to a checkpoint.");
             using var gpt = GptCheckpoint.Load(modelPath, backend, 1, int.MaxValue);
@@ -44,7 +44,7 @@ internal static class GenerateCommand
             {
                 var output = Generation.Generate(gpt, promptTokens, parse.GetValue(tokens), sampler, asInstruction ? ByteTokenizer.EndOfText : null);
                 var generated = output.Length > 0 && output[^1] == ByteTokenizer.EndOfText ? output[..^1] : output;
-                Console.WriteLine((asInstruction ? "" : text) + ByteTokenizer.Decode(generated));
+                Console.WriteLine((asInstruction ? "" : text) + ByteTokenizer.Instance.Decode(generated));
             }
             return 0;
         }));

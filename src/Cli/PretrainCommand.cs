@@ -57,7 +57,7 @@ internal static class PretrainCommand
             var outPath = parse.GetValue(output) ?? Path.Combine(Paths.DefaultOutput("pretrain"), "model.safetensors");
             var (b, t, every, evalCount, runSeed) = (parse.GetValue(batch), config.ContextLength, parse.GetValue(evalEvery), parse.GetValue(evalBatches), parse.GetValue(seed));
 
-            var tokens = ByteTokenizer.Encode(File.ReadAllText(corpusPath));
+            var tokens = ByteTokenizer.Instance.Encode(File.ReadAllText(corpusPath));
             var (train, heldOut) = DataSplit.Tail(tokens, 0.1);
             if (train.Length <= b * (t + 1) || heldOut.Length <= t + 1)
             {

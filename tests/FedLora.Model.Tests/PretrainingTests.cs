@@ -11,7 +11,7 @@ public sealed class PretrainingTests
     [Fact]
     public void Pretrain_ThreeHundredStepsOnShakespeare_BringsHeldOutLossWellBelowUniform()
     {
-        var tokens = ByteTokenizer.Encode(TinyShakespeare.LoadText(RepoPaths.Data("tinyshakespeare", "input.txt")));
+        var tokens = ByteTokenizer.Instance.Encode(TinyShakespeare.LoadText(RepoPaths.Data("tinyshakespeare", "input.txt")));
         var (train, heldOut) = DataSplit.Tail(tokens, 0.1);
         const int Batch = 8, Time = 64;
         using var backend = new CpuBackend();

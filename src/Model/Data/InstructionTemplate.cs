@@ -38,8 +38,8 @@ public static class InstructionTemplate
     public static InstructionExample Tokenize(InstructionRecord record)
     {
         ArgumentNullException.ThrowIfNull(record);
-        var prompt = ByteTokenizer.Encode(FormatPrompt(record.Instruction, record.Context));
-        var response = ByteTokenizer.Encode(record.Response.Trim());
+        var prompt = ByteTokenizer.Instance.Encode(FormatPrompt(record.Instruction, record.Context));
+        var response = ByteTokenizer.Instance.Encode(record.Response.Trim());
         var tokens = new int[prompt.Length + response.Length + 1];
         prompt.CopyTo(tokens, 0);
         response.CopyTo(tokens, prompt.Length);

@@ -6,8 +6,15 @@ namespace FedLora.Model.Tokenization;
 /// FedLora's tokenizer: token i &lt; 256 is byte i of the UTF-8 text, token 256 is end-of-text.
 /// Every string encodes, nothing is out of vocabulary, and the vocabulary is V = 257.
 /// </summary>
-public static class ByteTokenizer
+public sealed class ByteTokenizer : ITokenizer
 {
+    /// <summary>The one instance (the tokenizer has no state).</summary>
+    public static ByteTokenizer Instance { get; } = new();
+
+    private ByteTokenizer()
+    {
+    }
+
     /// <summary>The end-of-text token, which closes every training example.</summary>
     public const int EndOfText = 256;
 
@@ -18,7 +25,7 @@ public static class ByteTokenizer
     public const string EndOfTextText = "<|endoftext|>";
 
     /// <summary>The UTF-8 bytes of <paramref name="text"/> as tokens (no end-of-text is added).</summary>
-    public static int[] Encode(string text)
+    public int[] Encode(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
         var bytes = Encoding.UTF8.GetBytes(text);
@@ -33,7 +40,7 @@ public static class ByteTokenizer
     /// <see cref="EndOfTextText"/>.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">A token is outside [0, 257).</exception>
-    public static string Decode(ReadOnlySpan<int> tokens)
+    public string Decode(ReadOnlySpan<int> tokens)
     {
         var text = new StringBuilder(tokens.Length);
         var run = new byte[tokens.Length];
@@ -57,4 +64,8 @@ public static class ByteTokenizer
         }
         return text.Append(Encoding.UTF8.GetString(run, 0, length)).ToString();
     }
+
+    int ITokenizer.VocabSize => VocabSize;
+
+    int ITokenizer.EndOfText => EndOfText;
 }

@@ -137,7 +137,7 @@ public class BatcherTests
     [Fact]
     public void TextBatcher_SameSeed_SameBatches()
     {
-        var tokens = ByteTokenizer.Encode(string.Concat(Enumerable.Repeat("To be, or not to be: that is the question. ", 20)));
+        var tokens = ByteTokenizer.Instance.Encode(string.Concat(Enumerable.Repeat("To be, or not to be: that is the question. ", 20)));
         Assert.Equal(Draw(new TextBatcher(tokens, 4, 16, 5), 20), Draw(new TextBatcher(tokens, 4, 16, 5), 20));
         Assert.NotEqual(Draw(new TextBatcher(tokens, 4, 16, 5), 20), Draw(new TextBatcher(tokens, 4, 16, 6), 20));
     }

@@ -22,11 +22,11 @@ public class InstructionTemplateTests
     public void Tokenize_Record_IsPromptThenResponseThenEndOfText()
     {
         var example = InstructionTemplate.Tokenize(new InstructionRecord("Say hi", "", " hi \n", "open_qa"));
-        var prompt = ByteTokenizer.Encode("### Instruction:\nSay hi\n\n### Response:\n");
+        var prompt = ByteTokenizer.Instance.Encode("### Instruction:\nSay hi\n\n### Response:\n");
         Assert.Equal([.. prompt, 'h', 'i', ByteTokenizer.EndOfText], example.Tokens);
         Assert.Equal(prompt.Length, example.PromptLength);
         Assert.Equal(3, example.ResponseLength);
-        Assert.Equal("### Instruction:\nSay hi\n\n### Response:\nhi<|endoftext|>", ByteTokenizer.Decode(example.Tokens));
+        Assert.Equal("### Instruction:\nSay hi\n\n### Response:\nhi<|endoftext|>", ByteTokenizer.Instance.Decode(example.Tokens));
     }
 
     [Fact]

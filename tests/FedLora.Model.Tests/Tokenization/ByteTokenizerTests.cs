@@ -14,16 +14,16 @@ public class ByteTokenizerTests
     [Fact]
     public void Encode_Ascii_GivesByteValues()
     {
-        Assert.Equal([72, 105, 33, 10], ByteTokenizer.Encode("Hi!\n"));
-        Assert.Empty(ByteTokenizer.Encode(""));
+        Assert.Equal([72, 105, 33, 10], ByteTokenizer.Instance.Encode("Hi!\n"));
+        Assert.Empty(ByteTokenizer.Instance.Encode(""));
     }
 
     [Fact]
     public void Encode_NonAscii_GivesUtf8Bytes()
     {
-        Assert.Equal([0xC3, 0xA9], ByteTokenizer.Encode("é"));
-        Assert.Equal([0xE2, 0x9C, 0x93], ByteTokenizer.Encode("✓"));
-        Assert.Equal([0xF0, 0x9F, 0x98, 0x80], ByteTokenizer.Encode("😀"));
+        Assert.Equal([0xC3, 0xA9], ByteTokenizer.Instance.Encode("é"));
+        Assert.Equal([0xE2, 0x9C, 0x93], ByteTokenizer.Instance.Encode("✓"));
+        Assert.Equal([0xF0, 0x9F, 0x98, 0x80], ByteTokenizer.Instance.Encode("😀"));
     }
 
     [Theory]
@@ -32,23 +32,23 @@ public class ByteTokenizerTests
     [InlineData("naïve café ✓ 😀 日本語\t\r\n\0")]
     public void EncodeThenDecode_ValidText_RoundTrips(string text)
     {
-        Assert.Equal(text, ByteTokenizer.Decode(ByteTokenizer.Encode(text)));
+        Assert.Equal(text, ByteTokenizer.Instance.Decode(ByteTokenizer.Instance.Encode(text)));
     }
 
     [Fact]
     public void Decode_EndOfText_RendersMarker()
     {
-        Assert.Equal("a<|endoftext|>b<|endoftext|>", ByteTokenizer.Decode([97, 256, 98, 256]));
+        Assert.Equal("a<|endoftext|>b<|endoftext|>", ByteTokenizer.Instance.Decode([97, 256, 98, 256]));
     }
 
     [Fact]
     public void Decode_InvalidUtf8_ReplacesEachBadSequence()
     {
-        Assert.Equal("\uFFFD", ByteTokenizer.Decode([0xFF]));
-        Assert.Equal("a\uFFFDb", ByteTokenizer.Decode([97, 0xE2, 0x9C, 98]));
-        Assert.Equal("\uFFFD", ByteTokenizer.Decode([0xF0, 0x9F, 0x98]));
+        Assert.Equal("\uFFFD", ByteTokenizer.Instance.Decode([0xFF]));
+        Assert.Equal("a\uFFFDb", ByteTokenizer.Instance.Decode([97, 0xE2, 0x9C, 98]));
+        Assert.Equal("\uFFFD", ByteTokenizer.Instance.Decode([0xF0, 0x9F, 0x98]));
         // A character split by end-of-text does not fuse across it.
-        Assert.Equal("\uFFFD<|endoftext|>\uFFFD", ByteTokenizer.Decode([0xC3, 256, 0xA9]));
+        Assert.Equal("\uFFFD<|endoftext|>\uFFFD", ByteTokenizer.Instance.Decode([0xC3, 256, 0xA9]));
     }
 
     [Theory]
@@ -56,7 +56,7 @@ public class ByteTokenizerTests
     [InlineData(-1)]
     public void Decode_TokenOutsideVocabulary_Throws(int token)
     {
-        var e = Assert.Throws<ArgumentOutOfRangeException>(() => ByteTokenizer.Decode([65, token]));
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => ByteTokenizer.Instance.Decode([65, token]));
         Assert.Contains("token 1", e.Message, StringComparison.Ordinal);
     }
 }
