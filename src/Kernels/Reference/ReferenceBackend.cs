@@ -7,7 +7,9 @@ namespace FedLora.Kernels.Reference;
 /// right and never optimised. Accumulations run in double so that the reference is the more
 /// accurate side of every comparison.
 /// </summary>
-public partial class ReferenceBackend : Backend
+/// <remarks>Sealed: a fast backend derives from <see cref="Backend"/> and implements every op itself,
+/// so that it cannot pass the conformance suite by inheriting the code it is compared with.</remarks>
+public sealed partial class ReferenceBackend : Backend
 {
     /// <inheritdoc/>
     public override string Name => "reference";
