@@ -1,4 +1,10 @@
 using System.Diagnostics;
+using FedLora.Kernels.Cpu;
+using FedLora.Lora;
+using FedLora.Lora.Safetensors;
+using FedLora.Model;
+using FedLora.Model.Data;
+using FedLora.Model.Tokenization;
 
 namespace FedLora.Cli.Tests;
 
@@ -109,13 +115,31 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
-    public void Generate_WithAFinetunedAdapter_PrintsText()
+    public void Generate_WithAFinetunedAdapter_PrintsTheAdaptedModelsText()
     {
         var adapter = Path.Combine(_scratch, "adapter.safetensors");
-        var (trained, trainText) = Fedlora("finetune", "--steps", "2", "--batch", "2", "--context", "32", "--rank", "4", "--out", adapter);
+        var (trained, trainText) = Fedlora("finetune", "--steps", "4", "--batch", "2", "--context", "32", "--rank", "4", "--lr", "0.05", "--out", adapter);
         Assert.True(trained == 0, trainText);
-        var (exitCode, text) = Fedlora("generate", "--prompt", "What is a tree?", "--instruction", "--adapter", adapter, "--max-tokens", "20", "--temperature", "0");
+        const string Prompt = "What is a tree?";
+
+        var (exitCode, text) = Fedlora("generate", "--prompt", Prompt, "--instruction", "--adapter", adapter, "--max-tokens", "20", "--temperature", "0");
+
         Assert.True(exitCode == 0, text);
-        Assert.False(string.IsNullOrWhiteSpace(text));
+        var withAdapter = GreedyAnswer(Prompt, adapter);
+        var withoutAdapter = GreedyAnswer(Prompt, adapterPath: null);
+        Assert.True(withAdapter != withoutAdapter, $"the fine-tuned adapter does not change the answer, so this test could not tell whether it is applied: '{withAdapter}'");
+        Assert.Equal(withAdapter + Environment.NewLine, text);
+    }
+
+    /// <summary>The greedy answer of the shipped base model, with the adapter file attached when given, computed in this process.</summary>
+    private static string GreedyAnswer(string prompt, string? adapterPath)
+    {
+        using var backend = new CpuBackend();
+        using var gpt = GptCheckpoint.Load(Path.Combine(RepositoryRoot(), "models", "base.safetensors"), backend, 1, int.MaxValue);
+        using var adapters = adapterPath is null ? null : AdapterFile.Open(SafetensorsFile.Load(adapterPath), backend);
+        gpt.Attach(adapters);
+        var tokens = ByteTokenizer.Instance.Encode(InstructionTemplate.FormatPrompt(prompt, ""));
+        var output = Generation.Generate(gpt, tokens, 20, new Sampler(0, 0, seed: 0), ByteTokenizer.EndOfText);
+        return ByteTokenizer.Instance.Decode(output.Length > 0 && output[^1] == ByteTokenizer.EndOfText ? output[..^1] : output);
     }
 }

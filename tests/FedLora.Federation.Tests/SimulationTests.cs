@@ -1,4 +1,5 @@
 using FedLora.Kernels.Cpu;
+using FedLora.Lora;
 using FedLora.Lora.Safetensors;
 using FedLora.Model;
 using FedLora.Model.Data;
@@ -45,20 +46,73 @@ public sealed class SimulationTests : IDisposable
 
     public static TheoryData<string> Methods() => [.. StrategyCatalog.Names];
 
+    /// <summary>The size of a safetensors payload of F32 tensors (name, shape), written independently of the wire code.</summary>
+    private static long PayloadSize(IEnumerable<(string Name, int[] Shape)> floats, IEnumerable<(string Name, int Length)> ints)
+    {
+        var writer = new SafetensorsWriter();
+        foreach (var (name, shape) in floats) writer.AddFloats(name, new float[shape.Aggregate(1, (a, b) => a * b)], shape);
+        foreach (var (name, length) in ints) writer.AddInt32s(name, new int[length], length);
+        return writer.ToArray().LongLength;
+    }
+
+    /// <summary>The adapter a client of rank r receives or sends: A (r,C) unless only B travels, B (O,r), and FSLoRA's indices.</summary>
+    private static long AdapterPayloadSize(IReadOnlyList<LoraModuleSpec> modules, int r, bool withA, bool withIndices)
+    {
+        var floats = new List<(string, int[])>();
+        var ints = new List<(string, int)>();
+        foreach (var module in modules)
+        {
+            if (withA) floats.Add(($"{module.Name}.lora_A.weight", [r, module.InFeatures]));
+            floats.Add(($"{module.Name}.lora_B.weight", [module.OutFeatures, r]));
+            if (withIndices) ints.Add(($"{module.Name}.lora_rank_indices", r));
+        }
+        return PayloadSize(floats, ints);
+    }
+
     [Theory, MemberData(nameof(Methods))]
-    public void Run_EveryMethod_CompletesRoundsWithFiniteLossesAndLedger(string method)
+    public void Run_EveryMethod_LedgersTheTensorsItsMethodSends(string method)
     {
         var (model, simulation) = Build(method, seed: 1);
         using (model)
         {
+            var modules = model.Layout.LoraModules(LoraTargets.AttentionQkv | LoraTargets.MlpDown);
             var results = simulation.Run();
             Assert.Equal(2, results.Count);
             foreach (var result in results)
             {
                 Assert.Equal(3, result.Clients.Count);
                 Assert.True(double.IsFinite(result.Evaluation["all"]), $"{method}: held-out loss {result.Evaluation["all"]}");
-                Assert.All(result.Clients, c => Assert.True(float.IsFinite(c.MeanLoss) && c.UploadBytes > 0 && c.DownloadBytes > 0));
-                Assert.Equal(result.UploadBytes, result.Clients.Sum(c => c.UploadBytes));
+                long uploads = 0, downloads = 0;
+                var uploadedRanks = 0;
+                foreach (var client in result.Clients)
+                {
+                    Assert.True(float.IsFinite(client.MeanLoss), $"{method}: client {client.ClientId} loss {client.MeanLoss}");
+                    var rank = method is "fedit" or "ffa-lora" ? 1 : Ranks[client.ClientId];
+                    Assert.Equal(rank, client.Rank);
+                    // Up: A and B at the client's rank (B alone for FFA-LoRA, with the indices for FSLoRA); HetLoRA may prune to a lower rank.
+                    var uploadRank = method == "hetlora"
+                        ? Enumerable.Range(1, rank).Single(r => AdapterPayloadSize(modules, r, withA: true, withIndices: false) == client.UploadBytes)
+                        : rank;
+                    Assert.Equal(AdapterPayloadSize(modules, uploadRank, withA: method != "ffa-lora", withIndices: method == "fslora"), client.UploadBytes);
+                    uploads += client.UploadBytes;
+                    uploadedRanks += uploadRank;
+                    // Down: the start adapter, or only the seed of a fresh one (FLoRA always, FlexLoRA before any aggregate exists).
+                    var download = method == "flora" || (method == "flexlora" && result.Round == 0)
+                        ? PayloadSize([], [("fresh_seed", 1)])
+                        : AdapterPayloadSize(modules, rank, withA: true, withIndices: method == "fslora");
+                    Assert.Equal(download, client.DownloadBytes);
+                    downloads += download;
+                }
+                if (method == "flora")
+                {
+                    // Every client, sampled or not, receives the stacked update of the sampled clients' ranks.
+                    var broadcast = PayloadSize(
+                        modules.SelectMany(m => new[] { ($"{m.Name}.stacked_B", new[] { m.OutFeatures, uploadedRanks }), ($"{m.Name}.stacked_A", new[] { uploadedRanks, m.InFeatures }), ($"{m.Name}.stacked_weights", new[] { uploadedRanks }) }),
+                        []);
+                    downloads += Ranks.Length * broadcast;
+                }
+                Assert.Equal(uploads, result.UploadBytes);
+                Assert.Equal(downloads, result.DownloadBytes);
             }
         }
     }

@@ -70,17 +70,43 @@ public sealed class LoraInvariantTests : IDisposable
     }
 
     [Fact]
-    public void MergeThenUnmerge_RestoresWeights()
+    public void MergeThenUnmerge_AddsSBAThenRestoresWeights()
     {
         GptGradientTests.Randomize(_backend, _adapters.Parameters, new Random(11), 0.2f);
         var before = _backend.ToArray(_model.Parameters);
         for (var m = 0; m < _adapters.Modules.Count; m++)
         {
+            var adapter = _adapters.Adapters[m];
             var weight = _model.Layout.View(_model.Parameters, _adapters.Modules[m].Name + ".weight");
-            _adapters.Adapters[m].Merge(_backend, weight);
-            _adapters.Adapters[m].Unmerge(_backend, weight);
+            var original = _backend.ToArray(weight);
+
+            adapter.Merge(_backend, weight);
+            AssertClose(PlusScaledProduct(original, adapter), _backend.ToArray(weight), 1e-5f, $"{_adapters.Modules[m].Name} after merge (W + s B A)");
+
+            adapter.Unmerge(_backend, weight);
+            AssertClose(original, _backend.ToArray(weight), 1e-6f, $"{_adapters.Modules[m].Name} after merge + unmerge");
         }
         AssertClose(before, _backend.ToArray(_model.Parameters), 1e-6f, "weights after merge + unmerge");
+    }
+
+    /// <summary>W + s B A for W (O,C), B (O,r), A (r,C), in double on the host: the merge written out.</summary>
+    private float[] PlusScaledProduct(float[] weight, LoraAdapter adapter)
+    {
+        var a = _backend.ToArray(adapter.A);
+        var b = _backend.ToArray(adapter.B);
+        var (o, c, r) = (adapter.OutFeatures, adapter.InFeatures, adapter.Rank);
+        Assert.Contains(b, value => value != 0);
+        var merged = new float[weight.Length];
+        for (var i = 0; i < o; i++)
+        {
+            for (var j = 0; j < c; j++)
+            {
+                double sum = 0;
+                for (var k = 0; k < r; k++) sum += (double)b[i * r + k] * a[k * c + j];
+                merged[i * c + j] = (float)(weight[i * c + j] + adapter.Scale * sum);
+            }
+        }
+        return merged;
     }
 
     [Fact]

@@ -23,12 +23,31 @@ public class SamplerTests
         Assert.InRange(ratio, 1.45, 1.85);
     }
 
+    private static int[] Draws(int seed)
+    {
+        var sampler = new Sampler(0.8f, 0, seed);
+        return [.. Enumerable.Range(0, 50).Select(_ => sampler.Next(Logits))];
+    }
+
     [Fact]
     public void Next_SameSeed_SameDraws()
     {
-        var a = new Sampler(0.8f, 0, seed: 3);
-        var b = new Sampler(0.8f, 0, seed: 3);
-        for (var i = 0; i < 50; i++) Assert.Equal(a.Next(Logits), b.Next(Logits));
+        Assert.Equal(Draws(3), Draws(3));
+    }
+
+    [Fact]
+    public void Next_AnotherSeed_OtherDraws()
+    {
+        // 50 draws over 5 tokens: two seeds agree everywhere with a negligible probability, so the
+        // sequences of seeds 3..7 must be pairwise different for a sampler that uses its seed.
+        var sequences = Enumerable.Range(3, 5).Select(Draws).ToList();
+        for (var i = 0; i < sequences.Count; i++)
+        {
+            for (var j = i + 1; j < sequences.Count; j++)
+            {
+                Assert.False(sequences[i].SequenceEqual(sequences[j]), $"seeds {3 + i} and {3 + j} drew the same 50 tokens");
+            }
+        }
     }
 
     [Fact]

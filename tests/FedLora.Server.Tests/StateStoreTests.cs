@@ -26,9 +26,23 @@ public sealed class StateStoreTests : IDisposable
         Assert.Equal(expected.Scaling, actual.Scaling);
         Assert.Equal(expected.Modules, actual.Modules);
         Assert.Equal(expected.ClientRanks, actual.ClientRanks);
-        Assert.Equal(expected.Adapters.SelectMany(a => a.A.Concat(a.B)), actual.Adapters.SelectMany(a => a.A.Concat(a.B)));
-        Assert.Equal(expected.ServerOptimizer!.Step, actual.ServerOptimizer!.Step);
-        Assert.Equal(expected.ServerOptimizer.SecondMoment.SelectMany(a => a.A.Concat(a.B)), actual.ServerOptimizer.SecondMoment.SelectMany(a => a.A.Concat(a.B)));
+        AssertSameAdapters(expected.Adapters, actual.Adapters, "adapters");
+        Assert.NotNull(actual.ServerOptimizer);
+        Assert.Equal(expected.ServerOptimizer!.Step, actual.ServerOptimizer.Step);
+        AssertSameAdapters(expected.ServerOptimizer.FirstMoment, actual.ServerOptimizer.FirstMoment, "first moment");
+        AssertSameAdapters(expected.ServerOptimizer.SecondMoment, actual.ServerOptimizer.SecondMoment, "second moment");
+    }
+
+    private static void AssertSameAdapters(IReadOnlyList<HostAdapter> expected, IReadOnlyList<HostAdapter> actual, string what)
+    {
+        Assert.True(expected.Count == actual.Count, $"{what}: {actual.Count} modules, expected {expected.Count}");
+        for (var m = 0; m < expected.Count; m++)
+        {
+            Assert.Equal(expected[m].Module, actual[m].Module);
+            Assert.Equal(expected[m].Rank, actual[m].Rank);
+            Assert.True(expected[m].A.SequenceEqual(actual[m].A), $"{what}: A of {expected[m].Module.Name} differs");
+            Assert.True(expected[m].B.SequenceEqual(actual[m].B), $"{what}: B of {expected[m].Module.Name} differs");
+        }
     }
 
     [Fact]
