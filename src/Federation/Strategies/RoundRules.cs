@@ -2,9 +2,19 @@ using FedLora.Lora;
 
 namespace FedLora.Federation;
 
-/// <summary>The validation every strategy shares, with errors that say what to change.</summary>
-internal static class RoundRules
+/// <summary>
+/// The validation every strategy shares, with errors that say what to change, and the steps most
+/// strategies take. A strategy written outside FedLora calls <see cref="CheckSetup"/> in its
+/// constructor, <see cref="CheckConfigure"/> first in <see cref="IFederatedStrategy.ConfigureRound"/>
+/// and <see cref="Pair"/> first in <see cref="IFederatedStrategy.Aggregate"/>, and so refuses exactly
+/// what the built-in strategies refuse.
+/// </summary>
+public static class RoundRules
 {
+    /// <summary>
+    /// Checks the modules (at least one, sizes >= 1, names distinct) and the settings (rank in
+    /// [1, min(C, O)] of every module, alpha finite and > 0); returns a copy of the modules.
+    /// </summary>
     public static LoraModuleSpec[] CheckSetup(IReadOnlyList<LoraModuleSpec> modules, LoraSettings settings)
     {
         ArgumentNullException.ThrowIfNull(modules);
@@ -27,8 +37,14 @@ internal static class RoundRules
         return [.. modules];
     }
 
+    /// <summary>
+    /// Checks a call of <see cref="IFederatedStrategy.ConfigureRound"/>: the state is the strategy's
+    /// and after <paramref name="round"/> rounds, and the clients are at least one, with distinct ids
+    /// >= 0, budgets, and at least one example each.
+    /// </summary>
     public static void CheckConfigure(IFederatedStrategy strategy, int round, GlobalState state, IReadOnlyList<SampledClient> clients, Random random)
     {
+        ArgumentNullException.ThrowIfNull(strategy);
         ArgumentNullException.ThrowIfNull(state);
         ArgumentNullException.ThrowIfNull(clients);
         ArgumentNullException.ThrowIfNull(random);
@@ -47,11 +63,14 @@ internal static class RoundRules
     }
 
     /// <summary>
-    /// Validates every update against its assignment and returns (assignment, update) pairs in plan
-    /// order, so that the result does not depend on arrival order.
+    /// Validates every update against its assignment (round, client sampled and heard once, rank, modules,
+    /// factors the assignment lets it train, FSLoRA index sets, finite values) and returns
+    /// (assignment, update) pairs in plan order, so that the result does not depend on arrival order.
+    /// Clients of the plan that sent nothing are left out.
     /// </summary>
     public static (ClientAssignment Assignment, ClientUpdate Update)[] Pair(IFederatedStrategy strategy, RoundPlan plan, GlobalState state, IReadOnlyList<ClientUpdate> updates)
     {
+        ArgumentNullException.ThrowIfNull(strategy);
         ArgumentNullException.ThrowIfNull(plan);
         ArgumentNullException.ThrowIfNull(state);
         ArgumentNullException.ThrowIfNull(updates);
@@ -79,13 +98,16 @@ internal static class RoundRules
     /// <summary>p_k = n_k / sum of n over the clients that reported.</summary>
     public static double[] DataWeights((ClientAssignment Assignment, ClientUpdate Update)[] pairs)
     {
+        ArgumentNullException.ThrowIfNull(pairs);
         double total = pairs.Sum(pair => (double)pair.Assignment.Client.ExampleCount);
         return pairs.Select(pair => pair.Assignment.Client.ExampleCount / total).ToArray();
     }
 
     /// <summary>Round 0 of a method whose global state is one fresh rank-r adapter per module (r = settings.Rank).</summary>
-    public static GlobalState FreshState(LoraModuleSpec[] modules, LoraSettings settings, Random random)
+    public static GlobalState FreshState(IReadOnlyList<LoraModuleSpec> modules, LoraSettings settings, Random random)
     {
+        ArgumentNullException.ThrowIfNull(modules);
+        ArgumentNullException.ThrowIfNull(settings);
         ArgumentNullException.ThrowIfNull(random);
         return new GlobalState(0, HostAdapter.Fresh(modules, settings.Rank, random), settings.Alpha, settings.Scaling);
     }
@@ -95,7 +117,7 @@ internal static class RoundRules
     /// r_k..r-1 with zeros (an update without A leaves A zero): FedIT's, zero-padding's and FFA-LoRA's
     /// factor average.
     /// </summary>
-    public static HostAdapter[] PaddedAverage(LoraModuleSpec[] modules, int rank,
+    internal static HostAdapter[] PaddedAverage(LoraModuleSpec[] modules, int rank,
         (ClientAssignment Assignment, ClientUpdate Update)[] pairs, double[] p) =>
         PaddedAverage(modules, rank, pairs, _ => p);
 
@@ -103,7 +125,7 @@ internal static class RoundRules
     /// The padded factor average with weights chosen per module (HetLoRA's norm weights): the weights of
     /// module m are <paramref name="weightsOf"/>(m).
     /// </summary>
-    public static HostAdapter[] PaddedAverage(LoraModuleSpec[] modules, int rank,
+    internal static HostAdapter[] PaddedAverage(LoraModuleSpec[] modules, int rank,
         (ClientAssignment Assignment, ClientUpdate Update)[] pairs, Func<int, double[]> weightsOf)
     {
         var adapters = new HostAdapter[modules.Length];
@@ -125,7 +147,7 @@ internal static class RoundRules
     /// FedIT and FFA-LoRA train one rank r on every client. A client that affords more trains r; one
     /// that affords less is an error, since averaging factors needs one rank.
     /// </summary>
-    public static void RequireRank(SampledClient client, int rank, string method)
+    internal static void RequireRank(SampledClient client, int rank, string method)
     {
         var affordable = client.Budget.Rank ?? client.Budget.RankFor(rank, client.Id);
         if (affordable < rank)
@@ -135,7 +157,7 @@ internal static class RoundRules
         }
     }
 
-    public static IReadOnlyList<HostAdapter> Rank0(IReadOnlyList<LoraModuleSpec> modules) =>
+    internal static IReadOnlyList<HostAdapter> Rank0(IReadOnlyList<LoraModuleSpec> modules) =>
         modules.Select(module => HostAdapter.Zero(module, 0)).ToArray();
 
     private static void CheckState(IFederatedStrategy strategy, GlobalState state)

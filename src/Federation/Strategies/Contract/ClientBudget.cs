@@ -53,7 +53,8 @@ public sealed record ClientBudget
     /// r_k against a global rank r: the rank itself (an error above r), or ceil(ratio r), the
     /// product taken in decimal so that e.g. 0.3 * 10 is 3, not 3.0000000000000004 rounded up to 4.
     /// </summary>
-    internal int RankFor(int globalRank, int clientId)
+    /// <exception cref="ArgumentException">A rank budget is above <paramref name="globalRank"/>; the message names client <paramref name="clientId"/>.</exception>
+    public int RankFor(int globalRank, int clientId)
     {
         if (Rank is { } rank)
         {

@@ -40,10 +40,25 @@ public interface IFederatedStrategy
 /// <summary>The assignments of one round, in the order the clients were given.</summary>
 public sealed class RoundPlan
 {
-    internal RoundPlan(int round, IReadOnlyList<ClientAssignment> assignments)
+    /// <summary>
+    /// The plan of round <paramref name="round"/>: one assignment per sampled client, each for this round,
+    /// no client twice. The list is copied.
+    /// </summary>
+    /// <exception cref="ArgumentException">The list is empty, holds a null, an assignment of another round, or a client twice.</exception>
+    public RoundPlan(int round, IReadOnlyList<ClientAssignment> assignments)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(round);
+        ArgumentNullException.ThrowIfNull(assignments);
+        if (assignments.Count == 0) throw new ArgumentException($"the plan of round {round} has no assignments: a round needs at least one client", nameof(assignments));
+        var ids = new HashSet<int>();
+        foreach (var assignment in assignments)
+        {
+            ArgumentNullException.ThrowIfNull(assignment, nameof(assignments));
+            if (assignment.Round != round) throw new ArgumentException($"client {assignment.ClientId}'s assignment is for round {assignment.Round}, not the plan's round {round}", nameof(assignments));
+            if (!ids.Add(assignment.ClientId)) throw new ArgumentException($"client {assignment.ClientId} has two assignments in round {round}", nameof(assignments));
+        }
         Round = round;
-        Assignments = assignments;
+        Assignments = [.. assignments];
     }
 
     /// <summary>The round index.</summary>
@@ -61,8 +76,26 @@ public sealed class RoundPlan
 /// <summary>The outcome of a round's aggregation.</summary>
 public sealed class AggregationResult
 {
-    internal AggregationResult(GlobalState state, IReadOnlyList<StackedUpdate>? baseUpdate = null)
+    /// <summary>
+    /// The next <paramref name="state"/>, and for a method that merges into the base weights (FLoRA) the
+    /// update to merge, at most one per module of the state. The list is copied; the tensors are not.
+    /// </summary>
+    /// <exception cref="ArgumentException">The base update holds a null, a module the state does not adapt, or a module twice.</exception>
+    public AggregationResult(GlobalState state, IReadOnlyList<StackedUpdate>? baseUpdate = null)
     {
+        ArgumentNullException.ThrowIfNull(state);
+        if (baseUpdate is not null)
+        {
+            var modules = new HashSet<LoraModuleSpec>(state.Modules);
+            var seen = new HashSet<LoraModuleSpec>();
+            foreach (var update in baseUpdate)
+            {
+                ArgumentNullException.ThrowIfNull(update, nameof(baseUpdate));
+                if (!modules.Contains(update.Module)) throw new ArgumentException($"the base update of module {update.Module.Name} is for a layer the state does not adapt", nameof(baseUpdate));
+                if (!seen.Add(update.Module)) throw new ArgumentException($"module {update.Module.Name} has two base updates", nameof(baseUpdate));
+            }
+            baseUpdate = [.. baseUpdate];
+        }
         State = state;
         BaseUpdate = baseUpdate;
         Broadcast = baseUpdate is null ? [] : baseUpdate.SelectMany(update => update.ToWire()).ToArray();

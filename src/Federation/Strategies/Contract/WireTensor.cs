@@ -66,9 +66,12 @@ public sealed class WireTensor
         return tensors.Sum(tensor => tensor.ByteCount);
     }
 
-    internal static string LoraA(string module) => $"{module}.lora_A.weight";
+    /// <summary>The wire (and peft) name of module <paramref name="module"/>'s A factor.</summary>
+    public static string LoraA(string module) => $"{module}.lora_A.weight";
 
-    internal static string LoraB(string module) => $"{module}.lora_B.weight";
+    /// <summary>The wire (and peft) name of module <paramref name="module"/>'s B factor.</summary>
+    public static string LoraB(string module) => $"{module}.lora_B.weight";
 
-    internal static string RankIndices(string module) => $"{module}.lora_rank_indices";
+    /// <summary>The wire name of module <paramref name="module"/>'s FSLoRA index set.</summary>
+    public static string RankIndices(string module) => $"{module}.lora_rank_indices";
 }
