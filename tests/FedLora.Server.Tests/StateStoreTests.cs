@@ -85,7 +85,7 @@ public sealed class StateStoreTests : IDisposable
 
         var removed = new StateStore(_folder.FullName).RemoveOrphans(store.LoadProgress());
 
-        Assert.Equal([.. orphans, "pending/round-000000-client-000002.safetensors"], removed.Order(StringComparer.Ordinal).ToArray());
+        Assert.Equal([.. orphans, "pending/round-000000-client-000002.safetensors", "state-000002.safetensors"], removed.Order(StringComparer.Ordinal).ToArray());
         Assert.False(File.Exists(Path.Combine(_folder.FullName, "state-000002.safetensors")), "a round file no commit references is deleted");
         Assert.True(File.Exists(Path.Combine(_folder.FullName, committed.StateFile)));
         var kept = Assert.Single(store.LoadPending(1));
