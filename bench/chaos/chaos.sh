@@ -96,7 +96,7 @@ case_readonly() {
     chmod -R a-w "$s"
   fi
   sleep 6
-  kill -0 "$server" 2>/dev/null && grep -q "could not be saved\|cannot keep" "$s.log"; check readonly-up "unwritable state folder: server up, failure logged" $?
+  kill -0 "$server" 2>/dev/null && grep -q "could not be saved\|cannot keep" "$s/server.log"; check readonly-up "unwritable state folder: server up, failure logged" $?
   if [ "$(id -u)" -eq 0 ]; then find "$s" -maxdepth 1 -type d -name 'state-*.safetensors' -exec rmdir {} +; else chmod -R u+w "$s"; fi
   wait "$client_pid"; wait "$server"
   same_as_control "$s"; check readonly "writable again: the job finished equal to the control" $?

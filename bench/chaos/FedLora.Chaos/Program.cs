@@ -266,8 +266,10 @@ internal static class Chaos
                 Console.WriteLine($"status after the attack: {(int)status.StatusCode}");
                 return status.IsSuccessStatusCode;
             }
-            catch (HttpRequestException)
+            catch (Exception e) when (e is HttpRequestException or OperationCanceledException)
             {
+                // A flood leaves the server's accept queue full of dead connections for a moment.
+                Console.WriteLine($"status after the attack: not yet ({e.GetType().Name})");
                 await Task.Delay(500);
             }
         }
