@@ -87,15 +87,14 @@ case_readonly() {
   # future round file is made a folder (the save fails exactly as on a read-only disk); otherwise chmod a-w is used.
   local s=$work/ro p; p=$(port)
   start_server "$s" "$p" || return 1
-  clients "$p" >/dev/null 2>&1 &
-  local client_pid=$!
-  sleep 1
   if [ "$(id -u)" -eq 0 ]; then
     for r in $(seq 1 6); do f=$(printf '%s/state-%06d.safetensors' "$s" "$r"); [ -e "$f" ] || mkdir "$f"; done
   else
     chmod -R a-w "$s"
   fi
-  sleep 6
+  clients "$p" >/dev/null 2>&1 &
+  local client_pid=$!
+  sleep 8
   kill -0 "$server" 2>/dev/null && grep -q "could not be saved\|cannot keep" "$s/server.log"; check readonly-up "unwritable state folder: server up, failure logged" $?
   if [ "$(id -u)" -eq 0 ]; then find "$s" -maxdepth 1 -type d -name 'state-*.safetensors' -exec rmdir {} +; else chmod -R u+w "$s"; fi
   wait "$client_pid"; wait "$server"
@@ -103,16 +102,14 @@ case_readonly() {
 }
 
 case_flood() {
+  # The flood comes while the server waits for enrollments (the tiny job itself lasts only seconds), then the job runs.
   local s=$work/flood p; p=$(port)
   start_server "$s" "$p" || return 1
-  clients "$p" >/dev/null 2>&1 &
-  local client_pid=$!
-  sleep 1
   local n=$(( $(ulimit -n) - 300 ))
   timeout 300 "$tool" flood --server "http://127.0.0.1:$p/" --connections "$n" --hold-seconds 10 | tee "$work/flood.out"
   local rc=${PIPESTATUS[0]}
   check flood-up "$n idle connections (up to the fd limit): the server answers afterwards" "$rc"
-  wait "$client_pid"; wait "$server"
+  clients "$p" >/dev/null 2>&1; wait "$server"
   local peak; peak=$(grep -oE 'peak-rss-mb [0-9.]+' "$s.log" | tail -1 | awk '{print $2}')
   same_as_control "$s" && awk -v p="$peak" 'BEGIN { exit !(p < 1024) }'; check flood "job finished equal to the control; server peak RSS $peak MB (< 1024)" $?
 }

@@ -25,6 +25,30 @@ public sealed class PoisoningTests
     }
 
     [Fact]
+    public void Clip_LargeButFiniteChange_IsScaledToExactlyTheClipAndAnHonestOneIsUntouched()
+    {
+        using var harness = new NetworkHarness("hetlora", [4, 2, 1], clientsPerRound: 3, rounds: 1);
+        var coordinator = harness.Coordinator(harness.Options, new TestClock());
+        ChaosKit.EnrollAll(coordinator, [0, 1, 2]);
+        var assignment = ChaosKit.AssignmentOf(coordinator, 0);
+        var clip = UpdateGuard.ClipOf(assignment, harness.Options);
+        // lr 1e-2, 2 steps, factor 10: 0.2 sqrt(n).
+        var trained = assignment.Start.Sum(a => a.A.Length + a.B.Length);
+        Assert.Equal(10 * 1e-2 * 2 * Math.Sqrt(trained), clip, 1e-6);
+
+        var large = UpdateValidator.Decode(assignment, ChaosKit.Crafted(assignment, i => 5f + i % 3), long.MaxValue);
+        var norm = UpdateGuard.ChangeNorm(assignment, large);
+        Assert.True(norm > 2 * clip);
+        var clipped = UpdateGuard.Clip(assignment, large, norm, clip);
+        Assert.Equal(clip, UpdateGuard.ChangeNorm(assignment, clipped), clip * 1e-5);
+
+        var honest = UpdateValidator.Decode(assignment, ChaosKit.Train(coordinator, 0, harness.Options), long.MaxValue);
+        var honestNorm = UpdateGuard.ChangeNorm(assignment, honest);
+        Assert.InRange(honestNorm, 1e-9, clip / 3);
+        Assert.Same(honest, UpdateGuard.Clip(assignment, honest, honestNorm, clip));
+    }
+
+    [Fact]
     public void FedIt_UpdateOf3e38_MovesTheStateByAtMostTheClip()
     {
         using var harness = new NetworkHarness("fedit", [1, 1, 1], clientsPerRound: 3, rounds: 1);

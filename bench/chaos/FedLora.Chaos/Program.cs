@@ -269,7 +269,7 @@ internal static class Chaos
             catch (Exception e) when (e is HttpRequestException or OperationCanceledException)
             {
                 // A flood leaves the server's accept queue full of dead connections for a moment.
-                Console.WriteLine($"status after the attack: not yet ({e.GetType().Name})");
+                Console.WriteLine($"status after the attack: not yet ({e.GetType().Name}: {e.Message})");
                 await Task.Delay(500);
             }
         }
