@@ -81,7 +81,7 @@ internal static class ServeCommand
             {
                 throw new UsageException($"--aggregation {parse.GetValue(aggregation)} is for fedit and ffa-lora (every client trains the global rank), not {name}");
             }
-            using var cert = LoadCertificate(parse.GetValue(certificate), ReadPassword(parse.GetValue(certificatePassword)));
+            using var cert = LoadCertificate(parse.GetValue(certificate), parse.GetValue(certificatePassword));
             Directory.CreateDirectory(job.Output);
             var tokenFile = parse.GetValue(tokens) ?? Path.Combine(job.Output, "tokens.txt");
             var (clientTokens, declared) = ReadOrIssueTokens(tokenFile, job.ClientCount);
@@ -250,13 +250,14 @@ internal static class ServeCommand
         return Environment.GetEnvironmentVariable(PasswordVariable);
     }
 
-    private static X509Certificate2? LoadCertificate(string? path, string? password)
+    private static X509Certificate2? LoadCertificate(string? path, string? passwordFile)
     {
         if (path is null)
         {
-            if (password is not null && Environment.GetEnvironmentVariable(PasswordVariable) is null) throw new UsageException("--certificate-password-file needs --certificate");
+            if (passwordFile is not null) throw new UsageException("--certificate-password-file needs --certificate");
             return null;
         }
+        var password = ReadPassword(passwordFile);
         Paths.RequireFile(path, "certificate", "Pass --certificate with a PKCS#12 (.pfx) file holding the certificate and its private key.");
         try
         {
