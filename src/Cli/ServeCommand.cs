@@ -14,6 +14,9 @@ namespace FedLora.Cli;
 /// <summary><c>fedlora serve</c>: one federated job over HTTP(S), its clients joining from other machines with <c>fedlora join</c>.</summary>
 internal static class ServeCommand
 {
+    /// <summary>The environment variable that may hold the certificate's password.</summary>
+    public const string PasswordVariable = "FEDLORA_CERTIFICATE_PASSWORD";
+
     public static Command Create()
     {
         var method = new Option<string>("--method")
@@ -29,12 +32,30 @@ internal static class ServeCommand
         var deadline = CommonOptions.Positive("--round-deadline", "Seconds a round collects before it may close with the quorum", 600.0);
         var maxUpload = CommonOptions.Positive("--max-upload-mb", "Largest update accepted, in MB", 256);
         var certificate = new Option<string?>("--certificate") { Description = "A PKCS#12 (.pfx) certificate: serve HTTPS with it" };
-        var certificatePassword = new Option<string?>("--certificate-password") { Description = "The password of --certificate" };
+        var certificatePassword = new Option<string?>("--certificate-password-file")
+        {
+            Description = $"A file holding the password of --certificate (or set {PasswordVariable}); never on the command line, where `ps` shows it",
+        };
+        var clipFactor = NonNegative("--clip-factor",
+            "Clip each update's change to this x lr x local-steps x sqrt(values trained), about 3x the most AdamW can move them (0: no clip)", 10.0);
+        var maxUpdateNorm = new Option<double?>("--max-update-norm") { Description = "Clip each update's change to this L2 norm instead of --clip-factor's bound" };
+        var maxExamples = CommonOptions.Positive("--max-examples", "The largest example count a client may report unless the tokens file declares it", 100_000);
+        var aggregation = new Option<string>("--aggregation")
+        {
+            Description = "strategy (the method's own, weighted), median or trimmed-mean (coordinate-wise, unweighted; fedit and ffa-lora only)",
+            DefaultValueFactory = _ => "strategy",
+        };
+        var trim = NonNegative("--trim", "Fraction of values dropped at each end by --aggregation trimmed-mean", 0.1);
+        var maxConnections = CommonOptions.Positive("--max-connections", "Open connections in total", new ServerLimits().MaxConnections);
+        var perAddress = CommonOptions.Positive("--max-connections-per-address", "Open connections from one IP address", new ServerLimits().MaxConnectionsPerAddress);
+        var ratePerAddress = CommonOptions.Positive("--rate-per-address", "Requests per second from one IP address (bursts of 10x)", new ServerLimits().RequestsPerSecondPerAddress);
+        var ratePerClient = CommonOptions.Positive("--rate-per-client", "Requests per second of one client token (bursts of 10x)", new ServerLimits().RequestsPerSecondPerClient);
         var options = new FederatedOptions();
         var command = new Command("serve",
             "Run a federated job as an HTTP(S) server: clients on other machines join with `fedlora join`; the job is saved after every round and resumes after a restart")
         {
             method, bind, port, stateDir, tokens, quorum, deadline, maxUpload, certificate, certificatePassword,
+            clipFactor, maxUpdateNorm, maxExamples, aggregation, trim, maxConnections, perAddress, ratePerAddress, ratePerClient,
         };
         options.AddTo(command);
         command.SetAction(parse => Verb.Run(() =>
@@ -49,16 +70,41 @@ internal static class ServeCommand
             {
                 throw new UsageException($"--quorum {q} must be in [1, {job.ClientsPerRound}] (--clients-per-round)");
             }
+            var rule = parse.GetValue(aggregation)!.Trim().ToLowerInvariant() switch
+            {
+                "strategy" => AggregationRule.Strategy,
+                "median" => AggregationRule.Median,
+                "trimmed-mean" => AggregationRule.TrimmedMean,
+                var other => throw new UsageException($"--aggregation '{other}' is unknown: choose strategy, median or trimmed-mean"),
+            };
+            if (rule != AggregationRule.Strategy && !RobustAggregation.Supports(name))
+            {
+                throw new UsageException($"--aggregation {parse.GetValue(aggregation)} is for fedit and ffa-lora (every client trains the global rank), not {name}");
+            }
             using var cert = LoadCertificate(parse.GetValue(certificate), parse.GetValue(certificatePassword));
             Directory.CreateDirectory(job.Output);
             var tokenFile = parse.GetValue(tokens) ?? Path.Combine(job.Output, "tokens.txt");
-            var clientTokens = ReadOrIssueTokens(tokenFile, job.ClientCount);
+            var (clientTokens, declared) = ReadOrIssueTokens(tokenFile, job.ClientCount);
             var serverOptions = new ServerOptions(job.Rounds, job.ClientsPerRound, job.Seed, job.Batch, job.Context, job.Local)
             {
                 Quorum = parse.GetValue(quorum),
                 RoundDeadline = TimeSpan.FromSeconds(parse.GetValue(deadline)),
                 MaxUploadBytes = parse.GetValue(maxUpload) * 1024L * 1024,
                 StateDirectory = parse.GetValue(stateDir) ?? Path.Combine(job.Output, "state"),
+                UpdateNormFactor = parse.GetValue(clipFactor),
+                MaxUpdateNorm = parse.GetValue(maxUpdateNorm),
+                MaxExampleCount = parse.GetValue(maxExamples),
+                DeclaredExampleCounts = declared.Any(n => n is not null) ? declared : null,
+                Aggregation = rule,
+                TrimFraction = parse.GetValue(trim),
+                ConsoleLog = true,
+                Limits = new ServerLimits
+                {
+                    MaxConnections = parse.GetValue(maxConnections),
+                    MaxConnectionsPerAddress = parse.GetValue(perAddress),
+                    RequestsPerSecondPerAddress = parse.GetValue(ratePerAddress),
+                    RequestsPerSecondPerClient = parse.GetValue(ratePerClient),
+                },
             };
             using var backend = CommonOptions.CreateBackend(job.Device);
             using var model = CommonOptions.LoadModel(job.ModelPath, backend, job.Batch, job.Context);
@@ -88,26 +134,32 @@ internal static class ServeCommand
             AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
                 $"  round {round + 1}/{options.Rounds}: {entries.Count(e => e.UploadBytes > 0)} updates, down {CommonOptions.Megabytes(entries.Sum(e => e.DownloadBytes))} MB, up {CommonOptions.Megabytes(entries.Sum(e => e.UploadBytes))} MB; saved to {options.StateDirectory}");
         };
-        using var stop = new CtrlC();
         var uri = await server.StartAsync(address, port, certificate).ConfigureAwait(false);
+        // SIGTERM and Ctrl+C stop the host (its console lifetime); ShutdownRequested follows.
+        var stop = server.ShutdownRequested;
         var resumed = server.Coordinator.State.Round;
+        var where = resumed >= options.Rounds
+            ? $" (the job in {options.StateDirectory} is already finished: {options.Rounds} of {options.Rounds} rounds)"
+            : resumed > 0 ? $" (resuming at round {resumed + 1} of {options.Rounds})" : "";
         AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
-            $"serve: {strategy.Name}, {budgets.Count} clients, {options.ClientsPerRound} per round, {options.Rounds} rounds{(resumed > 0 ? $" (resuming at round {resumed + 1})" : "")}, listening on {uri}; waiting for every client to enroll");
-        var finished = await Task.WhenAny(server.Finished, Task.Delay(Timeout.Infinite, stop.Token)).ConfigureAwait(false) == server.Finished;
+            $"serve: {strategy.Name}, {budgets.Count} clients, {options.ClientsPerRound} per round, {options.Rounds} rounds{where}, listening on {uri}; log: {Path.Combine(options.StateDirectory!, FederatedServer.LogFile)}");
+        var finished = await Task.WhenAny(server.Finished, Task.Delay(Timeout.Infinite, stop)).ConfigureAwait(false) == server.Finished;
         if (!finished)
         {
-            AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"stopped at round {server.Coordinator.State.Round + 1}; run the same command again to resume from {options.StateDirectory}");
-            return 130;
+            await server.StopAsync().ConfigureAwait(false);
+            AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
+                $"stopped in round {server.Coordinator.State.Round + 1} with its {server.Coordinator.AcceptedCount} accepted updates kept; run the same command again to resume from {options.StateDirectory}");
+            return 0;
         }
         var saved = SaveGlobal(server, output);
         AnsiConsole.MarkupLine("telling the clients the job is over (up to 60 s)");
         try
         {
-            await server.LingerAsync(TimeSpan.FromSeconds(60), stop.Token).ConfigureAwait(false);
+            await server.LingerAsync(TimeSpan.FromSeconds(60), stop).ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {
-            // Ctrl+C: the job is saved already.
+            // SIGTERM or Ctrl+C: the job is saved already.
         }
         AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
             $"done: {options.Rounds} rounds, down {CommonOptions.Megabytes(server.Coordinator.Ledger.TotalDownload())} MB, up {CommonOptions.Megabytes(server.Coordinator.Ledger.TotalUpload())} MB; global model: {saved}");
@@ -124,39 +176,51 @@ internal static class ServeCommand
             {
                 var path = Path.Combine(folder, "model.safetensors");
                 GptCheckpoint.Save(model, path);
+                StateStore.MakeOwnerOnly(path);
                 return path;
             }
             using var adapters = GlobalModel.Adapters(model, state)!;
             var adapterPath = Path.Combine(folder, "adapter_model.safetensors");
             AdapterFile.Save(adapters, adapterPath);
+            StateStore.MakeOwnerOnly(adapterPath);
+            var config = Path.Combine(folder, "adapter_config.json");
+            if (File.Exists(config)) StateStore.MakeOwnerOnly(config);
             return adapterPath;
         });
     }
 
-    private static ClientTokens ReadOrIssueTokens(string path, int clientCount)
+    private static (ClientTokens Tokens, int?[] Declared) ReadOrIssueTokens(string path, int clientCount)
     {
         string[] tokens;
+        int?[] declared;
         if (File.Exists(path))
         {
             try
             {
-                tokens = ClientTokens.ReadFile(path);
+                (tokens, declared) = ClientTokens.ReadEntries(path);
             }
             catch (FormatException e)
             {
                 throw new UsageException($"--tokens: {e.Message}");
             }
             if (tokens.Length != clientCount) throw new UsageException($"--tokens {path} holds {tokens.Length} tokens for {clientCount} clients: give exactly one per client");
+            var weak = Enumerable.Range(0, tokens.Length).Where(i => ClientTokens.IsWeak(tokens[i])).ToArray();
+            if (weak.Length > 0)
+            {
+                AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
+                    $"[yellow]warning:[/] the tokens of clients {string.Join(", ", weak)} in {path} are guessable (under 32 characters or few distinct ones); delete the file to have strong ones issued");
+            }
         }
         else
         {
             tokens = ClientTokens.Issue(clientCount);
+            declared = new int?[clientCount];
             ClientTokens.WriteFile(path, tokens);
             AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"issued {clientCount} client tokens to {path}: give client i only its own line (the server keeps only their SHA-256)");
         }
         try
         {
-            return new ClientTokens(tokens);
+            return (new ClientTokens(tokens), declared);
         }
         catch (ArgumentException e)
         {
@@ -164,13 +228,36 @@ internal static class ServeCommand
         }
     }
 
-    private static X509Certificate2? LoadCertificate(string? path, string? password)
+    private static Option<double> NonNegative(string name, string description, double defaultValue)
+    {
+        var option = new Option<double>(name) { Description = description, DefaultValueFactory = _ => defaultValue };
+        option.Validators.Add(result =>
+        {
+            var value = result.GetValueOrDefault<double>();
+            if (!(value >= 0) || !double.IsFinite(value)) result.AddError($"{name} must be >= 0, got {value}");
+        });
+        return option;
+    }
+
+    /// <summary>The certificate password: from the file, else from the environment variable, else none.</summary>
+    private static string? ReadPassword(string? file)
+    {
+        if (file is not null)
+        {
+            Paths.RequireFile(file, "certificate password file", "Pass --certificate-password-file with a file holding only the password.");
+            return File.ReadAllText(file).TrimEnd('\r', '\n');
+        }
+        return Environment.GetEnvironmentVariable(PasswordVariable);
+    }
+
+    private static X509Certificate2? LoadCertificate(string? path, string? passwordFile)
     {
         if (path is null)
         {
-            if (password is not null) throw new UsageException("--certificate-password needs --certificate");
+            if (passwordFile is not null) throw new UsageException("--certificate-password-file needs --certificate");
             return null;
         }
+        var password = ReadPassword(passwordFile);
         Paths.RequireFile(path, "certificate", "Pass --certificate with a PKCS#12 (.pfx) file holding the certificate and its private key.");
         try
         {
@@ -178,7 +265,7 @@ internal static class ServeCommand
         }
         catch (CryptographicException e)
         {
-            throw new UsageException($"--certificate {path}: {e.Message} (wrong --certificate-password?)");
+            throw new UsageException($"--certificate {path}: {e.Message} (wrong password in --certificate-password-file or {PasswordVariable}?)");
         }
     }
 }

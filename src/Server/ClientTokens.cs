@@ -36,21 +36,46 @@ public sealed class ClientTokens
     }
 
     /// <summary>Reads "id token" lines (ids 0..n-1, each once; '#' starts a comment).</summary>
-    public static string[] ReadFile(string path)
+    public static string[] ReadFile(string path) => ReadEntries(path).Tokens;
+
+    /// <summary>
+    /// Reads "id token [examples]" lines (ids 0..n-1, each once; '#' starts a comment): the tokens, and per client
+    /// the example count the operator declares (null when the line has none: the client's report is used, capped).
+    /// </summary>
+    public static (string[] Tokens, int?[] ExampleCounts) ReadEntries(string path)
     {
-        var tokens = new SortedDictionary<int, string>();
-        foreach (var (line, number) in File.ReadAllLines(path).Select((l, i) => (l.Trim(), i + 1)))
+        var entries = new SortedDictionary<int, (string Token, int? Examples)>();
+        foreach (var (line, number) in File.ReadAllLines(path).Select((l, i) => (l.Trim().TrimStart('\uFEFF'), i + 1)))
         {
             if (line.Length == 0 || line.StartsWith('#')) continue;
             var parts = line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
-            if (parts.Length != 2 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out var id))
+            if (parts.Length is not (2 or 3) || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out var id))
             {
-                throw new FormatException($"{path}:{number}: expected 'CLIENT_ID TOKEN'");
+                throw new FormatException($"{path}:{number}: expected 'CLIENT_ID TOKEN' or 'CLIENT_ID TOKEN EXAMPLES'");
             }
-            if (!tokens.TryAdd(id, parts[1])) throw new FormatException($"{path}:{number}: client {id} has a second token");
+            int? examples = null;
+            if (parts.Length == 3)
+            {
+                if (!int.TryParse(parts[2], NumberStyles.None, CultureInfo.InvariantCulture, out var n) || n < 1)
+                {
+                    throw new FormatException($"{path}:{number}: the example count must be a whole number >= 1");
+                }
+                examples = n;
+            }
+            if (!entries.TryAdd(id, (parts[1], examples))) throw new FormatException($"{path}:{number}: client {id} has a second token");
         }
-        if (tokens.Count == 0 || tokens.Keys.Last() != tokens.Count - 1) throw new FormatException($"{path}: client ids must be 0..n-1, each once");
-        return [.. tokens.Values];
+        if (entries.Count == 0 || entries.Keys.Last() != entries.Count - 1) throw new FormatException($"{path}: client ids must be 0..n-1, each once");
+        return ([.. entries.Values.Select(e => e.Token)], [.. entries.Values.Select(e => e.Examples)]);
+    }
+
+    /// <summary>
+    /// Whether <paramref name="token"/> is guessable: shorter than 32 characters or drawn from fewer than 12
+    /// distinct characters (an issued token has 43 characters from 64).
+    /// </summary>
+    public static bool IsWeak(string token)
+    {
+        ArgumentNullException.ThrowIfNull(token);
+        return token.Length < 32 || token.Distinct().Count() < 12;
     }
 
     /// <summary>Writes "id token" lines to a new file <paramref name="path"/>, readable by its owner only (on Unix).</summary>
@@ -59,8 +84,8 @@ public sealed class ClientTokens
         ArgumentNullException.ThrowIfNull(tokens);
         var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
         if (!OperatingSystem.IsWindows()) options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-        using var writer = new StreamWriter(path, Encoding.UTF8, options);
-        writer.WriteLine("# fedlora client tokens: give client i only its own line");
+        using var writer = new StreamWriter(path, new UTF8Encoding(encoderShouldEmitUTF8Identifier: false), options);
+        writer.WriteLine("# fedlora client tokens: give client i only its own line; an optional third column declares its example count");
         for (var i = 0; i < tokens.Count; i++) writer.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{i} {tokens[i]}"));
     }
 

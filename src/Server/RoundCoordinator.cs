@@ -1,5 +1,8 @@
 using System.Text.Json.Serialization;
 using FedLora.Model;
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace FedLora.Federation.Networking;
 
@@ -17,13 +20,13 @@ public enum RoundPhase
     Finished,
 }
 
-/// <summary>A snapshot of the job for <c>GET /v1/status</c>.</summary>
+/// <summary>A snapshot of the job for <c>GET /v1/status</c>: the whole round for the operator, a client's own part for a client.</summary>
 /// <param name="Phase">Where the job stands.</param>
 /// <param name="Round">The round collecting (or the number of rounds when finished).</param>
 /// <param name="Rounds">Rounds of the job.</param>
 /// <param name="Enrolled">Clients enrolled.</param>
-/// <param name="Sampled">The current round's sampled client ids.</param>
-/// <param name="Received">The client ids whose update was accepted this round.</param>
+/// <param name="Sampled">The current round's sampled client ids (a client sees only its own id, if sampled).</param>
+/// <param name="Received">The client ids whose update was accepted this round (a client sees only its own id, if accepted).</param>
 /// <param name="Quorum">Updates needed to close at the deadline.</param>
 /// <param name="SecondsToDeadline">Time left before the round may close with the quorum (negative once passed).</param>
 public sealed record RoundStatus(RoundPhase Phase, int Round, int Rounds, int Enrolled, int[] Sampled, int[] Received, int Quorum, double SecondsToDeadline);
@@ -40,10 +43,14 @@ public sealed record AssignmentReply(RoundPhase Phase, int Round, byte[]? Payloa
 /// <see cref="FederatedSimulation.Run"/> (sample with the round's random source, configure, collect,
 /// aggregate in plan order, merge FLoRA's base update, record the ledger), except that updates arrive
 /// from clients. A round closes when every sampled client reported, or at its deadline once the quorum
-/// did; updates for any other round are refused. Thread-safe: every transition holds one lock.
+/// did; updates for any other round are refused. Each update's change is clipped
+/// (<see cref="UpdateGuard"/>) and kept in the state folder as soon as it is accepted; the aggregate is
+/// checked before it is committed, and a round closes transactionally: the in-memory state changes only
+/// after the save succeeded. Thread-safe: every transition holds one lock.
 /// </summary>
 public sealed class RoundCoordinator
 {
+    private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(60);
     private readonly Lock _gate = new();
     private readonly IFederatedStrategy _strategy;
     private readonly Gpt _model;
@@ -51,8 +58,12 @@ public sealed class RoundCoordinator
     private readonly ServerOptions _options;
     private readonly StateStore? _store;
     private readonly TimeProvider _time;
+    private readonly ILogger _log;
     private readonly int?[] _exampleCounts;
     private readonly Dictionary<int, ClientUpdate> _received = [];
+    private readonly Dictionary<int, double> _norms = [];
+    private readonly HashSet<int> _discarded = [];
+    private readonly HashSet<int> _uploading = [];
     private readonly Dictionary<int, long> _uploadBytes = [];
     private readonly Dictionary<int, byte[]> _payloads = [];
     private readonly TaskCompletionSource _finished = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -61,23 +72,37 @@ public sealed class RoundCoordinator
     private DateTimeOffset _deadline;
     private ServerProgress? _progress;
     private int _baseVersion;
+    private bool _resumePending;
+    private int _failedSaves;
+    private DateTimeOffset _nextCloseAttempt;
 
-    /// <summary>Starts the job, or resumes it from <see cref="ServerOptions.StateDirectory"/> if that holds a committed round.</summary>
-    public RoundCoordinator(IFederatedStrategy strategy, Gpt model, IReadOnlyList<ClientBudget> budgets, ServerOptions options, TimeProvider? time = null)
+    /// <summary>Starts the job, or resumes it from <see cref="ServerOptions.StateDirectory"/> if that holds a committed round or accepted updates.</summary>
+    public RoundCoordinator(IFederatedStrategy strategy, Gpt model, IReadOnlyList<ClientBudget> budgets, ServerOptions options, TimeProvider? time = null, ILogger? logger = null)
     {
         ArgumentNullException.ThrowIfNull(strategy);
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(budgets);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate(budgets.Count);
+        if (options.Aggregation != AggregationRule.Strategy && !RobustAggregation.Supports(strategy.Name))
+        {
+            throw new ArgumentException($"{options.Aggregation} aggregation is for the averaging methods whose clients all train the global rank (fedit, ffa-lora), not {strategy.Name}");
+        }
         _strategy = strategy;
         _model = model;
         _budgets = budgets;
         _options = options;
         _time = time ?? TimeProvider.System;
+        _log = logger ?? NullLogger.Instance;
         _exampleCounts = new int?[budgets.Count];
         _store = options.StateDirectory is null ? null : new StateStore(options.StateDirectory);
         _progress = _store?.LoadProgress();
+        if (_store is not null)
+        {
+            var removed = _store.RemoveOrphans(_progress);
+            if (removed.Count > 0) ServerLog.OrphansRemoved(_log, removed.Count, string.Join(", ", removed.Take(20)));
+            _resumePending = true;
+        }
         if (_progress is { } progress)
         {
             if (progress.Strategy != strategy.Name || progress.Seed != options.Seed || progress.ExampleCounts.Length != budgets.Count)
@@ -116,6 +141,12 @@ public sealed class RoundCoordinator
         get { lock (_gate) return _state; }
     }
 
+    /// <summary>Updates accepted in the open round (each kept in the state folder).</summary>
+    public int AcceptedCount
+    {
+        get { lock (_gate) return _received.Count; }
+    }
+
     /// <summary>The server's model (base weights); read it under <see cref="WithModel{T}"/>.</summary>
     public T WithModel<T>(Func<Gpt, int, T> read)
     {
@@ -124,19 +155,30 @@ public sealed class RoundCoordinator
     }
 
     /// <summary>
-    /// Records client <paramref name="clientId"/>'s n_k. Round 0 opens once every client has enrolled;
-    /// enrolling again with the same count is harmless, with another count is refused (409).
+    /// Records client <paramref name="clientId"/>'s n_k: the operator's declared count when there is one,
+    /// else the reported count if it is at most <see cref="ServerOptions.MaxExampleCount"/>. Round 0 opens
+    /// once every client has enrolled; enrolling again with the same count is harmless, with another count
+    /// is refused (409).
     /// </summary>
     public void Enroll(int clientId, int exampleCount)
     {
         if (exampleCount < 1) throw new UploadRejectedException(400, $"client {clientId} reports {exampleCount} examples: it needs at least one");
+        var declared = _options.DeclaredExampleCounts?[clientId];
+        if (declared is null && exampleCount > _options.MaxExampleCount)
+        {
+            throw new UploadRejectedException(400, $"client {clientId} reports {exampleCount} examples, above this server's limit of {_options.MaxExampleCount}: ask the operator to declare the count in the tokens file or raise --max-examples");
+        }
+        if (declared is { } operatorCount && operatorCount != exampleCount) ServerLog.DeclaredCountUsed(_log, clientId, exampleCount, operatorCount);
+        var count = declared ?? exampleCount;
         lock (_gate)
         {
-            if (_exampleCounts[clientId] is { } known && known != exampleCount)
+            if (_exampleCounts[clientId] is { } known && known != count)
             {
-                throw new UploadRejectedException(409, $"client {clientId} enrolled with {known} examples and now reports {exampleCount}: its data shard must not change during a job");
+                throw new UploadRejectedException(409, $"client {clientId} enrolled with {known} examples and now reports {count}: its data shard must not change during a job");
             }
-            _exampleCounts[clientId] = exampleCount;
+            var first = _exampleCounts[clientId] is null;
+            _exampleCounts[clientId] = count;
+            if (first) ServerLog.Enrolled(_log, clientId, count, _exampleCounts.Count(n => n is not null), _exampleCounts.Length);
             if (Phase == RoundPhase.Enrolling && _exampleCounts.All(n => n is not null)) OpenRound();
         }
     }
@@ -146,7 +188,7 @@ public sealed class RoundCoordinator
     {
         lock (_gate)
         {
-            if (Phase != RoundPhase.Collecting || _received.ContainsKey(clientId) || !_payloads.TryGetValue(clientId, out var payload))
+            if (Phase != RoundPhase.Collecting || Reported(clientId) || !_payloads.TryGetValue(clientId, out var payload))
             {
                 return new AssignmentReply(Phase, _state.Round, null, _baseVersion);
             }
@@ -155,61 +197,138 @@ public sealed class RoundCoordinator
     }
 
     /// <summary>
+    /// Reserves client <paramref name="clientId"/>'s one upload slot for <paramref name="round"/> before its body
+    /// is read: refuses (409/403, like <see cref="Submit"/>) a round not collecting, a client not sampled, one that
+    /// already reported or is uploading already. The slot gives the most bytes the upload may take; dispose it
+    /// when the upload is over.
+    /// </summary>
+    public UploadSlot BeginUpload(int clientId, int round)
+    {
+        lock (_gate)
+        {
+            var assignment = CheckOpen(clientId, round);
+            if (!_uploading.Add(clientId)) throw new UploadRejectedException(409, $"client {clientId} is already uploading an update for round {round}: one upload at a time");
+            return new UploadSlot(this, clientId, Math.Min(_options.MaxUploadBytes, UpdateLimits.ExpectedBytes(assignment)));
+        }
+    }
+
+    /// <summary>
     /// Validates and accepts client <paramref name="clientId"/>'s update for <paramref name="round"/>;
     /// closes the round if it was the last one missing. Throws <see cref="UploadRejectedException"/>
     /// (the global state untouched) when the round is not the one collecting (409), the client was
-    /// not sampled (403), it already reported (409), or the payload does not match its assignment (400/413).
+    /// not sampled (403), it already reported (409), the payload does not match its assignment (400/413),
+    /// or the server cannot save (503: the update is not taken, the client should retry).
     /// </summary>
     public void Submit(int clientId, int round, ReadOnlyMemory<byte> payload)
+    {
+        try
+        {
+            Accept(clientId, round, payload, persist: true);
+        }
+        catch (UploadRejectedException e)
+        {
+            ServerLog.UpdateRefused(_log, round, clientId, e.StatusCode, e.Message);
+            throw;
+        }
+    }
+
+    /// <summary>Closes the round if every sampled client reported, or its deadline has passed and the quorum reported; call it periodically. A failed save is retried with backoff.</summary>
+    public void Tick()
+    {
+        lock (_gate)
+        {
+            if (Phase != RoundPhase.Collecting || !ReadyToClose() || _time.GetUtcNow() < _nextCloseAttempt) return;
+            try
+            {
+                CloseRound();
+            }
+            catch (UploadRejectedException)
+            {
+                // Logged by CloseRound; the round stays open and the next attempt waits for the backoff.
+            }
+        }
+    }
+
+    /// <summary>A snapshot for the operator: the whole round.</summary>
+    public RoundStatus Status() => StatusFor(null);
+
+    /// <summary>A snapshot for client <paramref name="clientId"/>: which other clients were sampled or reported is not shown.</summary>
+    public RoundStatus StatusFor(int? clientId)
+    {
+        lock (_gate)
+        {
+            var sampled = _plan?.Assignments.Select(a => a.ClientId) ?? [];
+            var received = _received.Keys.Order();
+            if (clientId is { } id)
+            {
+                sampled = sampled.Where(c => c == id);
+                received = received.Where(c => c == id).Order();
+            }
+            return new RoundStatus(Phase, _state.Round, _options.Rounds, _exampleCounts.Count(n => n is not null),
+                [.. sampled], [.. received], Quorum,
+                Phase == RoundPhase.Collecting ? (_deadline - _time.GetUtcNow()).TotalSeconds : 0);
+        }
+    }
+
+    private int Quorum => _options.Quorum ?? _options.ClientsPerRound;
+
+    private bool Reported(int clientId) => _received.ContainsKey(clientId) || _discarded.Contains(clientId);
+
+    private bool ReadyToClose() =>
+        _received.Count > 0 && (_received.Count + _discarded.Count == _plan!.Assignments.Count || (_time.GetUtcNow() >= _deadline && _received.Count >= Quorum));
+
+    private void Accept(int clientId, int round, ReadOnlyMemory<byte> payload, bool persist)
     {
         ClientAssignment assignment;
         lock (_gate)
         {
             assignment = CheckOpen(clientId, round);
         }
-        var update = UpdateValidator.Decode(assignment, payload, _options.MaxUploadBytes);
+        var decoded = UpdateValidator.Decode(assignment, payload, Math.Min(_options.MaxUploadBytes, UpdateLimits.ExpectedBytes(assignment)));
+        var norm = UpdateGuard.ChangeNorm(assignment, decoded);
+        var clip = UpdateGuard.ClipOf(assignment, _options);
+        var update = UpdateGuard.Clip(assignment, decoded, norm, clip);
         lock (_gate)
         {
             CheckOpen(clientId, round);
+            if (persist && _store is not null)
+            {
+                try
+                {
+                    _store.SavePending(round, clientId, payload.Span);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    throw new UploadRejectedException(503, $"the server cannot keep client {clientId}'s update for round {round} ({e.Message}); it was not taken: retry later");
+                }
+            }
             _received[clientId] = update;
+            _norms[clientId] = norm;
             _uploadBytes[clientId] = WirePayload.SizeOf(update.Upload.ToArray());
-            if (_received.Count != _plan!.Assignments.Count) return;
+            if (!ReferenceEquals(update, decoded)) ServerLog.UpdateClipped(_log, round, clientId, norm, clip);
+            ServerLog.UpdateAccepted(_log, round, clientId, payload.Length, norm, clip, _received.Count, _plan!.Assignments.Count);
+            if (!persist || _received.Count + _discarded.Count != _plan.Assignments.Count) return;
             try
             {
                 CloseRound();
             }
-            catch (ArgumentException e)
+            catch (Exception e) when (e is ArgumentException or UploadRejectedException)
             {
-                // The strategy refused the round. UpdateValidator makes every check the strategies make, so
-                // this should not happen; if it does, take this update back: the round stays open, the state untouched.
-                _received.Remove(clientId);
-                _uploadBytes.Remove(clientId);
+                // The round stays open without this update (the state untouched); the client retries.
+                TakeBack(clientId, round);
+                if (e is UploadRejectedException) throw;
                 throw new UploadRejectedException(400, $"the {_strategy.Name} strategy refused round {round} with client {clientId}'s update: {e.Message}");
             }
         }
     }
 
-    /// <summary>Closes the round if its deadline has passed and the quorum reported; call it periodically.</summary>
-    public void Tick()
+    private void TakeBack(int clientId, int round)
     {
-        lock (_gate)
-        {
-            if (Phase == RoundPhase.Collecting && _time.GetUtcNow() >= _deadline && _received.Count >= Quorum) CloseRound();
-        }
+        _received.Remove(clientId);
+        _norms.Remove(clientId);
+        _uploadBytes.Remove(clientId);
+        _store?.ClearPending(round, clientId);
     }
-
-    /// <summary>A snapshot for the status endpoint.</summary>
-    public RoundStatus Status()
-    {
-        lock (_gate)
-        {
-            return new RoundStatus(Phase, _state.Round, _options.Rounds, _exampleCounts.Count(n => n is not null),
-                _plan?.Assignments.Select(a => a.ClientId).ToArray() ?? [], [.. _received.Keys.Order()], Quorum,
-                Phase == RoundPhase.Collecting ? (_deadline - _time.GetUtcNow()).TotalSeconds : 0);
-        }
-    }
-
-    private int Quorum => _options.Quorum ?? _options.ClientsPerRound;
 
     private ClientAssignment CheckOpen(int clientId, int round)
     {
@@ -218,19 +337,24 @@ public sealed class RoundCoordinator
         if (round < _state.Round) throw new UploadRejectedException(409, $"round {round} is closed (late update refused); the current round is {_state.Round}");
         if (round > _state.Round) throw new UploadRejectedException(409, $"round {round} has not opened; the current round is {_state.Round}");
         if (!_payloads.ContainsKey(clientId)) throw new UploadRejectedException(403, $"client {clientId} was not sampled in round {round}");
-        if (_received.ContainsKey(clientId)) throw new UploadRejectedException(409, $"client {clientId} already reported for round {round}");
+        if (Reported(clientId)) throw new UploadRejectedException(409, $"client {clientId} already reported for round {round} (its update is taken)");
         return _plan!.For(clientId);
     }
 
     private void OpenRound()
     {
         _received.Clear();
+        _norms.Clear();
+        _discarded.Clear();
         _uploadBytes.Clear();
         _payloads.Clear();
+        _failedSaves = 0;
+        _nextCloseAttempt = DateTimeOffset.MinValue;
         if (_state.Round >= _options.Rounds)
         {
             Phase = RoundPhase.Finished;
             _plan = null;
+            ServerLog.Finished(_log, _options.Rounds);
             _finished.TrySetResult();
             return;
         }
@@ -239,37 +363,147 @@ public sealed class RoundCoordinator
         foreach (var assignment in _plan.Assignments) _payloads[assignment.ClientId] = AssignmentCodec.Encode(assignment);
         _deadline = _time.GetUtcNow() + _options.RoundDeadline;
         Phase = RoundPhase.Collecting;
+        ServerLog.RoundOpened(_log, _state.Round, _plan.Assignments.Count, _deadline);
+        if (_resumePending) ResumePending();
+    }
+
+    /// <summary>Takes back the updates accepted before a stop or crash (kept in the state folder), checked again as if just uploaded.</summary>
+    private void ResumePending()
+    {
+        _resumePending = false;
+        var round = _state.Round;
+        foreach (var (clientId, payload) in _store!.LoadPending(round))
+        {
+            try
+            {
+                Accept(clientId, round, payload, persist: false);
+            }
+            catch (UploadRejectedException e)
+            {
+                ServerLog.PendingDropped(_log, clientId, round, e.Message);
+                _store.ClearPending(round, clientId);
+            }
+        }
+        ServerLog.Resumed(_log, round, _options.Rounds, _store.Directory, _received.Count);
     }
 
     /// <summary>M clients without replacement, in id order: exactly the simulation's draw from the round's random source.</summary>
     private IReadOnlyList<SampledClient> Sample(Random random) =>
         FederatedSimulation.SampleClients(random, _budgets.Count, _options.ClientsPerRound, id => new SampledClient(id, _exampleCounts[id]!.Value, _budgets[id]));
 
+    /// <summary>
+    /// Aggregates, checks, saves and only then commits the round in memory. A failed save leaves every
+    /// in-memory field as it was (FLoRA's merged base is restored) and throws a 503
+    /// <see cref="UploadRejectedException"/>; the next attempt waits for an exponential backoff.
+    /// </summary>
     private void CloseRound()
     {
         var plan = _plan!;
-        var updates = plan.Assignments.Where(a => _received.ContainsKey(a.ClientId)).Select(a => _received[a.ClientId]).ToList();
-        var aggregation = _strategy.Aggregate(plan, _state, updates);
-        if (aggregation.BaseUpdate is { } baseUpdate)
+        var (state, baseUpdate, broadcast, updates) = AggregateChecked(plan);
+        float[]? previousBase = null;
+        if (baseUpdate is not null)
         {
+            previousBase = _model.Backend.ToArray(_model.Parameters);
             GlobalModel.MergeIntoBase(_model, baseUpdate);
-            _baseVersion++;
         }
-        var broadcast = WirePayload.SizeOf(aggregation.Broadcast.ToArray());
+        var entries = new List<LedgerEntry>();
         for (var id = 0; id < _budgets.Count; id++)
         {
             var assigned = plan.Assignments.FirstOrDefault(a => a.ClientId == id);
             var down = (assigned is null ? 0 : WirePayload.SizeOf(assigned.Download)) + broadcast;
             var up = _uploadBytes.GetValueOrDefault(id);
-            if (down > 0 || up > 0) Ledger.Record(plan.Round, id, down, up);
+            if (down > 0 || up > 0) entries.Add(new LedgerEntry(plan.Round, id, down, up));
         }
-        _state = aggregation.State;
+        var baseVersion = _baseVersion + (baseUpdate is null ? 0 : 1);
+        var progress = _progress;
         if (_store is not null)
         {
-            _progress = _store.Save(_progress, _state, aggregation.BaseUpdate is null ? null : _model, _strategy.Name, _options.Seed, _baseVersion,
-                _exampleCounts.Select(n => n!.Value).ToArray(), Ledger.Entries);
+            try
+            {
+                progress = _store.Save(_progress, state, baseUpdate is null ? null : _model, _strategy.Name, _options.Seed, baseVersion,
+                    _exampleCounts.Select(n => n!.Value).ToArray(), [.. Ledger.Entries, .. entries]);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or SqliteException)
+            {
+                if (previousBase is not null) _model.Backend.Upload(previousBase, _model.Parameters);
+                _failedSaves++;
+                var retry = TimeSpan.FromSeconds(Math.Min(MaxRetryDelay.TotalSeconds, Math.Pow(2, _failedSaves - 1)));
+                _nextCloseAttempt = _time.GetUtcNow() + retry;
+                ServerLog.SaveFailed(_log, e, plan.Round, _failedSaves, retry.TotalSeconds);
+                throw new UploadRejectedException(503, $"the server could not save round {plan.Round} ({e.Message}); the round stays open: retry later");
+            }
         }
+        _state = state;
+        _baseVersion = baseVersion;
+        _progress = progress;
+        foreach (var entry in entries) Ledger.Record(entry.Round, entry.ClientId, entry.DownloadBytes, entry.UploadBytes);
+        _store?.ClearPendingBefore(state.Round);
+        ServerLog.RoundClosed(_log, plan.Round, updates);
         RoundCompleted?.Invoke(plan.Round);
         OpenRound();
+    }
+
+    /// <summary>
+    /// The round's aggregate (the strategy's, or the robust rule's), checked by <see cref="UpdateGuard.CheckAggregate"/>:
+    /// while it is non-finite or exploding, the update with the largest change is discarded (and named in the log) and the
+    /// round aggregated again.
+    /// </summary>
+    private (GlobalState State, IReadOnlyList<StackedUpdate>? BaseUpdate, long Broadcast, int Updates) AggregateChecked(RoundPlan plan)
+    {
+        while (true)
+        {
+            var updates = plan.Assignments.Where(a => _received.ContainsKey(a.ClientId)).Select(a => _received[a.ClientId]).ToList();
+            if (updates.Count == 0) throw new UploadRejectedException(503, $"every update of round {plan.Round} was discarded: the round stays open for the others");
+            GlobalState state;
+            IReadOnlyList<StackedUpdate>? baseUpdate = null;
+            long broadcast = 0;
+            if (_options.Aggregation == AggregationRule.Strategy)
+            {
+                var aggregation = _strategy.Aggregate(plan, _state, updates);
+                (state, baseUpdate) = (aggregation.State, aggregation.BaseUpdate);
+                broadcast = WirePayload.SizeOf(aggregation.Broadcast.ToArray());
+            }
+            else
+            {
+                state = RobustAggregation.Aggregate(_strategy.Name, _state, updates, _options.Aggregation, _options.TrimFraction);
+            }
+            var clip = updates.Max(u => UpdateGuard.ClipOf(plan.For(u.ClientId), _options));
+            if (UpdateGuard.CheckAggregate(_state, state, baseUpdate, clip) is not { } problem) return (state, baseUpdate, broadcast, updates.Count);
+            var offender = updates.MaxBy(u => _norms[u.ClientId])!.ClientId;
+            ServerLog.AggregateRejected(_log, plan.Round, problem, offender, _norms[offender]);
+            _received.Remove(offender);
+            _discarded.Add(offender);
+        }
+    }
+
+    internal void EndUpload(int clientId)
+    {
+        lock (_gate) _uploading.Remove(clientId);
+    }
+}
+
+/// <summary>A client's one upload in flight (see <see cref="RoundCoordinator.BeginUpload"/>); dispose it when the upload is over.</summary>
+public sealed class UploadSlot : IDisposable
+{
+    private readonly RoundCoordinator _owner;
+    private readonly int _clientId;
+    private bool _disposed;
+
+    internal UploadSlot(RoundCoordinator owner, int clientId, long maxBytes)
+    {
+        _owner = owner;
+        _clientId = clientId;
+        MaxBytes = maxBytes;
+    }
+
+    /// <summary>The most bytes this upload may take: its assignment's tensors plus a header allowance, at most <see cref="ServerOptions.MaxUploadBytes"/>.</summary>
+    public long MaxBytes { get; }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _owner.EndUpload(_clientId);
     }
 }

@@ -19,29 +19,196 @@ namespace FedLora.Federation.Networking;
 public sealed record ServerProgress(int Round, string Strategy, int Seed, int BaseVersion, string StateFile, string? BaseFile,
     int[] ExampleCounts, LedgerEntry[] Ledger);
 
+/// <summary>The state folder cannot be used (not writable, not a folder, a broken database): the message says which and why.</summary>
+public sealed class StateFolderException : IOException
+{
+    /// <summary>Creates the exception.</summary>
+    public StateFolderException(string message, Exception innerException) : base(message, innerException) { }
+
+    /// <summary>Creates the exception.</summary>
+    public StateFolderException(string message) : base(message) { }
+
+    /// <summary>Creates the exception.</summary>
+    public StateFolderException() { }
+}
+
 /// <summary>
-/// The server's state folder. Each save writes the round's tensor files under new names (global
-/// state as safetensors, the base checkpoint when FLoRA changed it), then commits in one SQLite
-/// transaction of job.db (the progress row and the round's ledger entries), then deletes the files no
-/// longer referenced: a crash at any point leaves the last committed round intact.
+/// The server's state folder (owner-only on Unix). Each save writes the round's tensor files under new
+/// names (global state as safetensors, the base checkpoint when FLoRA changed it), then commits in one
+/// SQLite transaction of job.db (the progress row and the round's ledger entries), then deletes the files
+/// no longer referenced: a crash at any point leaves the last committed round intact. Every accepted update
+/// of the open round is kept in pending/ as it arrives (written to a temporary file, flushed, renamed), so
+/// that a restart resumes the round with it.
 /// </summary>
 public sealed class StateStore
 {
     /// <summary>The SQLite database holding the progress row and the ledger.</summary>
     public const string DatabaseFile = "job.db";
+
+    /// <summary>The subfolder of accepted updates of the open round.</summary>
+    public const string PendingFolder = "pending";
     private const string Key = "fedlora.";
+    private const UnixFileMode OwnerOnlyFolder = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+    private const UnixFileMode OwnerOnlyFile = UnixFileMode.UserRead | UnixFileMode.UserWrite;
     private readonly string _directory;
 
-    /// <summary>Uses (and creates) <paramref name="directory"/>.</summary>
+    /// <summary>Uses (and creates, owner-only) <paramref name="directory"/>; throws <see cref="StateFolderException"/> if it cannot.</summary>
     public StateStore(string directory)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
         _directory = Path.GetFullPath(directory);
-        Directory.CreateDirectory(_directory);
+        Guard("open", () =>
+        {
+            CreateOwnerOnly(_directory);
+            CreateOwnerOnly(Path.Combine(_directory, PendingFolder));
+        });
+    }
+
+    /// <summary>The folder.</summary>
+    public string Directory => _directory;
+
+    /// <summary>Makes <paramref name="path"/> (and any missing parent) a folder only its owner can enter, as the state folder and the job's output are.</summary>
+    public static void CreateOwnerOnly(string path)
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            System.IO.Directory.CreateDirectory(path);
+            return;
+        }
+        System.IO.Directory.CreateDirectory(path, OwnerOnlyFolder);
+        File.SetUnixFileMode(path, OwnerOnlyFolder);
+    }
+
+    /// <summary>Makes <paramref name="path"/> readable and writable by its owner only (on Unix).</summary>
+    public static void MakeOwnerOnly(string path)
+    {
+        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(path, OwnerOnlyFile);
+    }
+
+    /// <summary>
+    /// Deletes what a crash can leave behind: temporary files, round files that <paramref name="progress"/>
+    /// does not reference, and pending updates of rounds other than the open one. Returns the names deleted.
+    /// </summary>
+    public IReadOnlyList<string> RemoveOrphans(ServerProgress? progress) => Guard("clean", () =>
+    {
+        var removed = new List<string>();
+        var keep = new HashSet<string>(StringComparer.Ordinal) { DatabaseFile };
+        if (progress is not null)
+        {
+            keep.Add(progress.StateFile);
+            if (progress.BaseFile is { } baseFile) keep.Add(baseFile);
+        }
+        foreach (var path in System.IO.Directory.EnumerateFiles(_directory))
+        {
+            var name = Path.GetFileName(path);
+            var orphan = (name.StartsWith('.') && name.EndsWith(".tmp", StringComparison.Ordinal))
+                || ((name.StartsWith("state-", StringComparison.Ordinal) || name.StartsWith("base-", StringComparison.Ordinal))
+                    && name.EndsWith(".safetensors", StringComparison.Ordinal) && !keep.Contains(name));
+            if (!orphan) continue;
+            File.Delete(path);
+            removed.Add(name);
+        }
+        var open = progress?.Round ?? 0;
+        foreach (var path in System.IO.Directory.EnumerateFiles(Path.Combine(_directory, PendingFolder)))
+        {
+            var name = Path.GetFileName(path);
+            if (PendingRound(name) == open && !name.StartsWith('.')) continue;
+            File.Delete(path);
+            removed.Add($"{PendingFolder}/{name}");
+        }
+        return (IReadOnlyList<string>)removed;
+    });
+
+    /// <summary>Keeps client <paramref name="clientId"/>'s accepted update of <paramref name="round"/> durably (flushed to disk before it returns).</summary>
+    public void SavePending(int round, int clientId, ReadOnlySpan<byte> payload)
+    {
+        var path = Path.Combine(_directory, PendingFolder, PendingName(round, clientId));
+        var temporary = Path.Combine(_directory, PendingFolder, $".{PendingName(round, clientId)}.tmp");
+        try
+        {
+            var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, Share = FileShare.None };
+            if (!OperatingSystem.IsWindows()) options.UnixCreateMode = OwnerOnlyFile;
+            using (var stream = new FileStream(temporary, options))
+            {
+                stream.Write(payload);
+                stream.Flush(flushToDisk: true);
+            }
+            File.Move(temporary, path, overwrite: true);
+        }
+        catch
+        {
+            TryDelete(temporary);
+            throw;
+        }
+    }
+
+    /// <summary>The accepted updates kept for <paramref name="round"/>, by client id.</summary>
+    public IReadOnlyList<(int ClientId, byte[] Payload)> LoadPending(int round)
+    {
+        var list = new List<(int, byte[])>();
+        foreach (var path in System.IO.Directory.EnumerateFiles(Path.Combine(_directory, PendingFolder), $"round-{round:D6}-client-*.safetensors").Order(StringComparer.Ordinal))
+        {
+            var name = Path.GetFileNameWithoutExtension(path);
+            list.Add((int.Parse(name[(name.LastIndexOf('-') + 1)..], CultureInfo.InvariantCulture), File.ReadAllBytes(path)));
+        }
+        return list;
+    }
+
+    /// <summary>Forgets the pending updates of rounds before <paramref name="openRound"/> (after a commit; a failure here only leaves files the next start removes).</summary>
+    public void ClearPendingBefore(int openRound)
+    {
+        foreach (var path in System.IO.Directory.EnumerateFiles(Path.Combine(_directory, PendingFolder)))
+        {
+            if (PendingRound(Path.GetFileName(path)) is { } round && round < openRound) TryDelete(path);
+        }
+    }
+
+    /// <summary>Forgets client <paramref name="clientId"/>'s kept update of <paramref name="round"/> (best effort).</summary>
+    public void ClearPending(int round, int clientId) => TryDelete(Path.Combine(_directory, PendingFolder, PendingName(round, clientId)));
+
+    private static string PendingName(int round, int clientId) => $"round-{round:D6}-client-{clientId:D6}.safetensors";
+
+    private static int? PendingRound(string name) =>
+        name.StartsWith("round-", StringComparison.Ordinal) && name.Length > 12 && int.TryParse(name.AsSpan(6, 6), NumberStyles.None, CultureInfo.InvariantCulture, out var round) ? round : null;
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (IOException)
+        {
+            // Left for the next start's RemoveOrphans.
+        }
+        catch (UnauthorizedAccessException)
+        {
+            // Idem.
+        }
+    }
+
+    private void Guard(string what, Action action) => Guard(what, () =>
+    {
+        action();
+        return 0;
+    });
+
+    private T Guard<T>(string what, Func<T> action)
+    {
+        try
+        {
+            return action();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or SqliteException)
+        {
+            throw new StateFolderException($"cannot {what} the state folder {_directory}: {e.Message} (check that it exists, is a folder and is writable by this user)", e);
+        }
     }
 
     /// <summary>The last committed progress, or null for a fresh folder.</summary>
-    public ServerProgress? LoadProgress()
+    public ServerProgress? LoadProgress() => Guard("read", ReadProgress);
+
+    private ServerProgress? ReadProgress()
     {
         using var connection = Open();
         using var read = connection.CreateCommand();
@@ -100,6 +267,7 @@ public sealed class StateStore
             baseFile = $"base-{state.Round:D6}.safetensors";
             var temporary = Path.Combine(_directory, $".{baseFile}.tmp");
             GptCheckpoint.Save(baseModel, temporary);
+            MakeOwnerOnly(temporary);
             File.Move(temporary, Path.Combine(_directory, baseFile), overwrite: true);
         }
         var progress = new ServerProgress(state.Round, strategy, seed, baseVersion, stateFile, baseFile, exampleCounts, [.. ledger]);
@@ -138,8 +306,9 @@ public sealed class StateStore
             }
             transaction.Commit();
         }
-        if (previous is not null && previous.StateFile != stateFile) File.Delete(Path.Combine(_directory, previous.StateFile));
-        if (previous?.BaseFile is { } oldBase && oldBase != baseFile) File.Delete(Path.Combine(_directory, oldBase));
+        // Committed: a failure to delete the superseded files must not report the save as failed.
+        if (previous is not null && previous.StateFile != stateFile) TryDelete(Path.Combine(_directory, previous.StateFile));
+        if (previous?.BaseFile is { } oldBase && oldBase != baseFile) TryDelete(Path.Combine(_directory, oldBase));
         return progress;
     }
 
@@ -148,6 +317,7 @@ public sealed class StateStore
     {
         var connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = Path.Combine(_directory, DatabaseFile), Pooling = false }.ToString());
         connection.Open();
+        MakeOwnerOnly(Path.Combine(_directory, DatabaseFile));
         using var create = connection.CreateCommand();
         create.CommandText = """
             PRAGMA journal_mode = WAL;
@@ -187,5 +357,6 @@ public sealed class StateStore
             Add(adam.SecondMoment, "adam_v.");
         }
         writer.Save(path);
+        MakeOwnerOnly(path);
     }
 }

@@ -5,8 +5,11 @@ namespace FedLora.Federation.Networking;
 /// <summary>Why an upload was refused: the HTTP status to answer and a message that says what was wrong.</summary>
 public sealed class UploadRejectedException : Exception
 {
-    /// <summary>Creates the exception.</summary>
-    public UploadRejectedException(int statusCode, string message) : base(message) => StatusCode = statusCode;
+    /// <summary>The longest message sent back; longer ones (a 1 MB tensor name, say) are cut.</summary>
+    public const int MaxMessageLength = 400;
+
+    /// <summary>Creates the exception; the message is cut to <see cref="MaxMessageLength"/> characters.</summary>
+    public UploadRejectedException(int statusCode, string message) : base(Shorten(message)) => StatusCode = statusCode;
 
     /// <summary>Creates the exception with status 400.</summary>
     public UploadRejectedException() : this(400, "the upload was refused") { }
@@ -14,11 +17,19 @@ public sealed class UploadRejectedException : Exception
     /// <summary>Creates the exception with status 400.</summary>
     public UploadRejectedException(string message) : this(400, message) { }
 
-    /// <summary>Creates the exception with status 400.</summary>
-    public UploadRejectedException(string message, Exception innerException) : base(message, innerException) => StatusCode = 400;
 
-    /// <summary>The HTTP status code (4xx).</summary>
+    /// <summary>Creates the exception with status 400.</summary>
+    public UploadRejectedException(string message, Exception innerException) : base(Shorten(message), innerException) => StatusCode = 400;
+
+    /// <summary>The HTTP status code (4xx, or 503 when the server cannot save).</summary>
     public int StatusCode { get; }
+
+    /// <summary><paramref name="message"/>, cut to <see cref="MaxMessageLength"/> characters with a note of how much was cut.</summary>
+    public static string Shorten(string? message)
+    {
+        message ??= "";
+        return message.Length <= MaxMessageLength ? message : $"{message[..MaxMessageLength]}... ({message.Length - MaxMessageLength} more characters cut)";
+    }
 }
 
 /// <summary>
@@ -37,7 +48,8 @@ public static class UpdateValidator
         SafetensorsFile file;
         try
         {
-            file = SafetensorsFile.Parse(payload, $"client {assignment.ClientId}'s update", new SafetensorsReadOptions { MaxFileBytes = maxBytes });
+            file = SafetensorsFile.Parse(payload, $"client {assignment.ClientId}'s update",
+                new SafetensorsReadOptions { MaxFileBytes = maxBytes, MaxHeaderBytes = UpdateLimits.HeaderBytes(assignment) });
         }
         catch (SafetensorsFormatException e)
         {

@@ -58,7 +58,8 @@ public sealed class NetworkCliTests : IDisposable
     [Theory]
     [InlineData("serve --quorum 9", "--quorum 9 must be in [1, 5]")]
     [InlineData("serve --bind nowhere", "--bind 'nowhere' is not an IP address")]
-    [InlineData("serve --certificate-password x", "--certificate-password needs --certificate")]
+    [InlineData("serve --certificate-password-file x", "--certificate-password-file needs --certificate")]
+    [InlineData("serve --certificate-password x", "--certificate-password")]
     [InlineData("serve --method fedsgd", "'fedsgd' is unknown")]
     [InlineData("join --server ftp://host --client-id 0 --token abc", "must be an http:// or https:// URL")]
     [InlineData("join --server http://127.0.0.1:1 --client-id 0", "give exactly one of --token and --token-file")]
@@ -97,7 +98,9 @@ public sealed class NetworkCliTests : IDisposable
         if (https)
         {
             var (pfx, crt) = Certificate();
-            (serveTls, joinTls) = (["--certificate", pfx, "--certificate-password", "secret"], ["--trust-certificate", crt]);
+            var passwordFile = Path.Combine(_scratch, "pfx-password");
+            File.WriteAllText(passwordFile, "secret\n");
+            (serveTls, joinTls) = (["--certificate", pfx, "--certificate-password-file", passwordFile], ["--trust-certificate", crt]);
         }
         var scheme = https ? "https" : "http";
         using var server = Start(["serve", "--method", "hetlora", "--partition", "iid", "--clients", "2", "--ranks", "4,2", "--rounds", "2",

@@ -39,4 +39,30 @@ public sealed class ClientTokensTests : IDisposable
         Assert.Throws<ArgumentException>(() => new ClientTokens(["short"]));
         Assert.Throws<ArgumentException>(() => new ClientTokens(["same-token-1234567", "same-token-1234567"]));
     }
+
+    [Fact]
+    public void WriteFile_HasNoByteOrderMark()
+    {
+        var path = Path.Combine(_folder.FullName, "tokens.txt");
+        ClientTokens.WriteFile(path, ClientTokens.Issue(2));
+        Assert.Equal((byte)'#', File.ReadAllBytes(path)[0]);
+    }
+
+    [Fact]
+    public void ReadEntries_ThirdColumn_IsTheDeclaredExampleCount()
+    {
+        var path = Path.Combine(_folder.FullName, "declared.txt");
+        File.WriteAllText(path, "\uFEFF0 aaaaaaaaaaaaaaaaaaaa 120\n1 bbbbbbbbbbbbbbbbbbbb\n");
+        var (tokens, counts) = ClientTokens.ReadEntries(path);
+        Assert.Equal(["aaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbb"], tokens);
+        Assert.Equal([120, null], counts);
+    }
+
+    [Fact]
+    public void IsWeak_ShortOrRepetitiveTokens_AreWeakAndIssuedOnesAreNot()
+    {
+        Assert.True(ClientTokens.IsWeak("aaaaaaaaaaaaaaaaaaaa"));
+        Assert.True(ClientTokens.IsWeak("abababababababababababababababababababab"));
+        Assert.All(ClientTokens.Issue(20), token => Assert.False(ClientTokens.IsWeak(token)));
+    }
 }

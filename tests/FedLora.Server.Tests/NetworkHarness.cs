@@ -22,6 +22,14 @@ internal sealed class NetworkHarness : IDisposable
         AttemptTimeout = TimeSpan.FromSeconds(30),
     };
 
+    /// <summary>Every test client shares 127.0.0.1 and polls every 20 ms: per-address and per-client limits far above that.</summary>
+    public static readonly ServerLimits LoopbackLimits = new()
+    {
+        MaxConnectionsPerAddress = 4096,
+        RequestsPerSecondPerAddress = 1_000_000,
+        RequestsPerSecondPerClient = 100_000,
+    };
+
     private readonly List<IDisposable> _owned = [];
 
     public NetworkHarness(string method, int[] ranks, int clientsPerRound = 3, int rounds = 2, int seed = 5, int localSteps = 2)
@@ -31,6 +39,7 @@ internal sealed class NetworkHarness : IDisposable
         Options = new ServerOptions(rounds, clientsPerRound, seed, Batch, Time, new TrainingOptions(Steps: localSteps, LearningRate: 1e-2f))
         {
             RoundDeadline = TimeSpan.FromSeconds(60),
+            Limits = LoopbackLimits,
         };
         Tokens = ClientTokens.Issue(ranks.Length);
     }

@@ -85,4 +85,25 @@ public sealed class StateStoreTests : IDisposable
         var error = await Assert.ThrowsAsync<InvalidOperationException>(() => harness.StartServerAsync(harness.Options with { StateDirectory = _folder.FullName }));
         Assert.Contains("holds a fslora job with seed 99", error.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void RemoveOrphans_AfterACrashDuringWrites_DeletesTemporaryAndUnreferencedFilesOnly()
+    {
+        var store = new StateStore(_folder.FullName);
+        var committed = store.Save(null, State(1, 0f), null, "fedit", 7, 0, [3], [new(0, 0, 10, 5)]);
+        store.SavePending(1, 0, [1, 2, 3]);
+        store.SavePending(0, 2, [4, 5]);
+        string[] orphans = [".base-000002.safetensors.tmp", ".state-000002.safetensors.0123abcd.tmp"];
+        File.WriteAllBytes(Path.Combine(_folder.FullName, "state-000002.safetensors"), [9]);
+        foreach (var name in orphans) File.WriteAllBytes(Path.Combine(_folder.FullName, name), [9]);
+
+        var removed = new StateStore(_folder.FullName).RemoveOrphans(store.LoadProgress());
+
+        Assert.Equal([.. orphans, "pending/round-000000-client-000002.safetensors", "state-000002.safetensors"], removed.Order(StringComparer.Ordinal).ToArray());
+        Assert.False(File.Exists(Path.Combine(_folder.FullName, "state-000002.safetensors")), "a round file no commit references is deleted");
+        Assert.True(File.Exists(Path.Combine(_folder.FullName, committed.StateFile)));
+        var kept = Assert.Single(store.LoadPending(1));
+        Assert.Equal(0, kept.ClientId);
+        Assert.Equal([1, 2, 3], kept.Payload);
+    }
 }

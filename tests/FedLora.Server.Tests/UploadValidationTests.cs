@@ -116,8 +116,17 @@ public sealed class UploadValidationTests : IAsyncLifetime, IDisposable
         await AssertRefused(HttpStatusCode.BadRequest, "unexpected tensor 'smuggled'", Update(_assignment, extraTensor: "smuggled"));
 
     [Fact]
-    public async Task Upload_Oversized_Is413() =>
-        await AssertRefused(HttpStatusCode.RequestEntityTooLarge, "above the limit of 65536 bytes", new byte[70_000]);
+    public async Task Upload_AboveServerWideLimit_Is413() =>
+        await AssertRefused(HttpStatusCode.RequestEntityTooLarge, $"above the limit of {UpdateLimits.ExpectedBytes(_assignment)} bytes", new byte[70_000]);
+
+    [Fact]
+    public async Task Upload_AboveItsAssignmentsSize_Is413BeforeTheBodyIsRead()
+    {
+        // Far below the server-wide limit (64 KB here), but one byte above what this client's assignment can take.
+        var limit = UpdateLimits.ExpectedBytes(_assignment);
+        Assert.InRange(Update(_assignment).Length, 1, limit);
+        await AssertRefused(HttpStatusCode.RequestEntityTooLarge, $"above the limit of {limit} bytes for client 0's assignment", new byte[limit + 1]);
+    }
 
     [Fact]
     public async Task Upload_Truncated_Is400()
