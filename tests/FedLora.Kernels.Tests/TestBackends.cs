@@ -1,4 +1,5 @@
 using FedLora.Kernels.Cpu;
+using FedLora.Kernels.Ilgpu;
 using FedLora.Kernels.OpenCl;
 using FedLora.Kernels.Reference;
 using FedLora.Kernels.Tests.OpenCl;
@@ -16,7 +17,7 @@ public static class TestBackends
     /// <summary>Names of the backends under test on this machine.</summary>
     /// <remarks>"opencl" joins when an OpenCL device exists, and always when FEDLORA_REQUIRE_OPENCL=1 (CI),
     /// so that a missing runtime fails its conformance tests instead of skipping them.</remarks>
-    public static IReadOnlyList<string> Names { get; } = OpenClTestEnvironment.ShouldRun ? ["cpu", "opencl"] : ["cpu"];
+    public static IReadOnlyList<string> Names { get; } = OpenClTestEnvironment.ShouldRun ? ["cpu", "ilgpu-cpu", "opencl"] : ["cpu", "ilgpu-cpu"];
 
     /// <summary>One shared instance per backend name (backends are thread-safe for separate buffers).</summary>
     public static Backend Get(string name)
@@ -30,6 +31,7 @@ public static class TestBackends
                     "cpu" => new CpuBackend(),
                     "reference" => new ReferenceBackend(),
                     "opencl" => OpenClBackend.Create(),
+                    "ilgpu-cpu" => IlgpuBackend.Create("ilgpu-cpu"),
                     _ => throw new ArgumentException($"unknown backend '{name}'", nameof(name)),
                 };
                 Cache[name] = backend;
