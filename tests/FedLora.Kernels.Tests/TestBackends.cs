@@ -2,6 +2,7 @@ using FedLora.Kernels.Cpu;
 using FedLora.Kernels.Ilgpu;
 using FedLora.Kernels.OpenCl;
 using FedLora.Kernels.Reference;
+using FedLora.Kernels.Tests.Ilgpu;
 using FedLora.Kernels.Tests.OpenCl;
 
 namespace FedLora.Kernels.Tests;
@@ -32,6 +33,7 @@ public static class TestBackends
                     "reference" => new ReferenceBackend(),
                     "opencl" => OpenClBackend.Create(),
                     "ilgpu-cpu" => IlgpuBackend.Create("ilgpu-cpu"),
+                    IlgpuRowGroupTests.Backend => IlgpuRowGroupTests.Create(),
                     _ => throw new ArgumentException($"unknown backend '{name}'", nameof(name)),
                 };
                 Cache[name] = backend;
