@@ -4,7 +4,7 @@ using ILGPU.Runtime;
 
 namespace FedLora.Kernels.Ilgpu;
 
-// How the transformer and optimizer kernels are launched: one kernel source, with group sizes chosen
+// How the element-wise and row kernels are launched: one kernel source, with group sizes chosen
 // per accelerator. ILGPU's CPU accelerator emulates a group with one OS thread per GPU thread and runs
 // the groups one after another, handing off between those threads for every group (and at every
 // barrier); on this 2-core machine an element-wise kernel over 65,536 floats took ~9 ms in groups of

@@ -54,7 +54,7 @@ public sealed partial class IlgpuBackend
         if (x.Length == 0) return;
         lock (_gate)
         {
-            var kernel = Kernel(ref _fill, a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, float>(FillKernel));
+            var kernel = ElementKernel(ref _fill, (a, group) => a.LoadImplicitlyGroupedStreamKernel<Index1D, ArrayView<float>, float>(FillKernel, group));
             Launch(nameof(Fill), () => kernel(x.Length, View(x), value));
         }
     }
@@ -74,7 +74,7 @@ public sealed partial class IlgpuBackend
         if (source.Length == 0 || source == destination) return;
         lock (_gate)
         {
-            var kernel = Kernel(ref _copy, a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(CopyKernel));
+            var kernel = ElementKernel(ref _copy, (a, group) => a.LoadImplicitlyGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(CopyKernel, group));
             Launch(nameof(Copy), () => kernel(source.Length, View(source), View(destination)));
         }
     }
@@ -85,7 +85,7 @@ public sealed partial class IlgpuBackend
         if (x.Length == 0) return;
         lock (_gate)
         {
-            var kernel = Kernel(ref _scale, a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, float>(ScaleKernel));
+            var kernel = ElementKernel(ref _scale, (a, group) => a.LoadImplicitlyGroupedStreamKernel<Index1D, ArrayView<float>, float>(ScaleKernel, group));
             Launch(nameof(Scale), () => kernel(x.Length, View(x), alpha));
         }
     }
@@ -96,7 +96,7 @@ public sealed partial class IlgpuBackend
         if (x.Length == 0) return;
         lock (_gate)
         {
-            var kernel = Kernel(ref _axpy, a => a.LoadAutoGroupedStreamKernel<Index1D, float, ArrayView<float>, ArrayView<float>>(AxpyKernel));
+            var kernel = ElementKernel(ref _axpy, (a, group) => a.LoadImplicitlyGroupedStreamKernel<Index1D, float, ArrayView<float>, ArrayView<float>>(AxpyKernel, group));
             Launch(nameof(Axpy), () => kernel(x.Length, alpha, View(x), View(y)));
         }
     }
@@ -108,9 +108,9 @@ public sealed partial class IlgpuBackend
         if (length == 0) return;
         lock (_gate)
         {
-            var accumulate = Kernel(ref _accumulateWeighted,
-                a => a.LoadAutoGroupedStreamKernel<Index1D, float, ArrayView<float>, ArrayView<double>, int>(AccumulateWeightedKernel));
-            var store = Kernel(ref _storeDouble, a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<double>, ArrayView<float>>(StoreDoubleKernel));
+            var accumulate = ElementKernel(ref _accumulateWeighted,
+                (a, group) => a.LoadImplicitlyGroupedStreamKernel<Index1D, float, ArrayView<float>, ArrayView<double>, int>(AccumulateWeightedKernel, group));
+            var store = ElementKernel(ref _storeDouble, (a, group) => a.LoadImplicitlyGroupedStreamKernel<Index1D, ArrayView<double>, ArrayView<float>>(StoreDoubleKernel, group));
             var sum = DoubleScratch(length);
             // The sum lives in scratch until every source is read, so the destination may be one of them.
             for (var k = 0; k < sources.Length; k++)
@@ -129,8 +129,8 @@ public sealed partial class IlgpuBackend
         if (x.Length == 0) return 0;
         lock (_gate)
         {
-            var kernel = Kernel(ref _sumOfSquaresPartials,
-                a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<double>>(SumOfSquaresPartialsKernel));
+            var kernel = ElementKernel(ref _sumOfSquaresPartials,
+                (a, group) => a.LoadImplicitlyGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<double>>(SumOfSquaresPartialsKernel, group));
             var lanes = Math.Min(x.Length, SumOfSquaresLanes);
             var partials = DoubleScratch(lanes);
             Launch(nameof(SumOfSquares), () => kernel(lanes, View(x), partials));
