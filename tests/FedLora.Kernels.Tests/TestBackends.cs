@@ -42,6 +42,25 @@ public static class TestBackends
         }
     }
 
+    /// <summary>
+    /// The most multiply-adds (N C O) of one product the shape sweeps give ILGPU's CPU accelerator, which
+    /// emulates GPU threads at about 10 million multiply-adds a second. The sweeps' larger shapes exercise
+    /// the Cpu GEMM's blocking (K blocks, column chunks, packing); on ilgpu-cpu every odd shape runs and
+    /// these are left out, which keeps its share of the suite near two minutes.
+    /// </summary>
+    public const long IlgpuCpuLargestProduct = 1L << 22;
+
+    /// <summary>Whether a shape sweep gives <paramref name="backend"/> a product of <paramref name="multiplyAdds"/>.</summary>
+    public static bool Sweeps(string backend, long multiplyAdds) => backend != "ilgpu-cpu" || multiplyAdds <= IlgpuCpuLargestProduct;
+
+    /// <summary>Theory data: the backends under test whose sweeps take a product of <paramref name="multiplyAdds"/>.</summary>
+    public static TheoryData<string> ForProduct(long multiplyAdds)
+    {
+        var data = new TheoryData<string>();
+        foreach (var name in Names.Where(name => Sweeps(name, multiplyAdds))) data.Add(name);
+        return data;
+    }
+
     /// <summary>Theory data: one row per backend under test.</summary>
     public static TheoryData<string> All()
     {

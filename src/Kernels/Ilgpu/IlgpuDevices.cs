@@ -1,5 +1,8 @@
 using System.Globalization;
+using System.Reflection;
+using System.Runtime.InteropServices;
 using ILGPU;
+using ILGPU.Backends.OpenCL;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using ILGPU.Runtime.Cuda;
@@ -18,11 +21,37 @@ namespace FedLora.Kernels.Ilgpu;
 public sealed record IlgpuDeviceInfo(string Spec, AcceleratorType Kind, string Name, long MemoryBytes, int MaxGroupSize, int WarpSize,
     int Multiprocessors);
 
+/// <summary>An OpenCL device ILGPU cannot run kernels on, and why.</summary>
+/// <param name="Name">The device's own name.</param>
+/// <param name="Platform">Its OpenCL platform and version.</param>
+/// <param name="Reason">What ILGPU needs that the device lacks.</param>
+public sealed record IlgpuUnusableDevice(string Name, string Platform, string Reason);
+
 /// <summary>Finds ILGPU accelerators and names them the way <c>--device</c> does.</summary>
 public static class IlgpuDevices
 {
     /// <summary>The <c>--device</c> value of ILGPU's CPU accelerator.</summary>
     public const string CpuSpec = "ilgpu-cpu";
+
+    static IlgpuDevices()
+    {
+        // ILGPU imports the OpenCL ICD loader as "OpenCL", which resolves to libOpenCL.so: on Debian only
+        // the -dev package has that name, the runtime has libOpenCL.so.1, so without this ILGPU sees no
+        // OpenCL platform at all. Another resolver already set for ILGPU is left in place.
+        try
+        {
+            NativeLibrary.SetDllImportResolver(typeof(Context).Assembly, ResolveOpenCl);
+        }
+        catch (InvalidOperationException)
+        {
+        }
+    }
+
+    private static nint ResolveOpenCl(string name, Assembly assembly, DllImportSearchPath? searchPath) =>
+        name.Equals("OpenCL", StringComparison.OrdinalIgnoreCase) && OperatingSystem.IsLinux()
+            && NativeLibrary.TryLoad("libOpenCL.so.1", assembly, searchPath, out var handle)
+            ? handle
+            : 0;
 
     /// <summary>
     /// A context with every accelerator ILGPU supports here. The CPU accelerator emulates an NVIDIA
@@ -41,6 +70,29 @@ public static class IlgpuDevices
         for (var i = 0; i < cuda.Count; i++) result.Add(Describe(Spec("cuda", i), cuda[i]));
         var opencl = context.GetCLDevices();
         for (var i = 0; i < opencl.Count; i++) result.Add(Describe(Spec("opencl", i), opencl[i]));
+        return result;
+    }
+
+    /// <summary>
+    /// The OpenCL devices present that ILGPU's OpenCL backend cannot use (it needs OpenCL C 2.0 with the
+    /// generic address space), each with the reason; empty without an OpenCL runtime.
+    /// </summary>
+    public static IReadOnlyList<IlgpuUnusableDevice> UnusableOpenClDevices()
+    {
+        using var everything = Context.Create(builder => builder.OpenCL(_ => true));
+        using var usable = CreateContext();
+        var usableIds = new HashSet<nint>();
+        foreach (var device in usable.GetCLDevices()) usableIds.Add(device.DeviceId);
+        var result = new List<IlgpuUnusableDevice>();
+        foreach (var device in everything.GetCLDevices())
+        {
+            if (usableIds.Contains(device.DeviceId)) continue;
+            var lacks = new List<string>();
+            if (device.CVersion < CLCVersion.CL20) lacks.Add($"it offers OpenCL C {device.CVersion.Major}.{device.CVersion.Minor}, ILGPU needs 2.0");
+            if (!device.Capabilities.GenericAddressSpace) lacks.Add("it has no generic address space");
+            if (lacks.Count == 0) lacks.Add("ILGPU's OpenCL backend does not accept it");
+            result.Add(new IlgpuUnusableDevice(device.Name, $"{device.PlatformName}, {device.PlatformVersion}", string.Join("; ", lacks)));
+        }
         return result;
     }
 
