@@ -1,26 +1,39 @@
 using System.CommandLine;
 using System.Globalization;
 using FedLora.Kernels;
+using FedLora.Kernels.Ilgpu;
 using FedLora.Kernels.OpenCl;
+using ILGPU.Runtime;
 using Spectre.Console;
 
 namespace FedLora.Cli;
 
-/// <summary><c>fedlora devices</c>: the backends and OpenCL devices this machine can run.</summary>
+/// <summary>
+/// <c>fedlora devices</c>: the backends and devices this machine can run, with the <c>--device</c> value of
+/// each, and the OpenCL devices ILGPU cannot use, with the reason.
+/// </summary>
 internal static class DevicesCommand
 {
     private static readonly string[] HostBackends = ["cpu", "reference"];
 
     public static Command Create()
     {
-        var command = new Command("devices", "List the compute backends and OpenCL devices available here, with the --device value that selects each");
+        var command = new Command("devices",
+            "List the compute backends and devices available here (host, ILGPU accelerators, OpenCL), with the --device value that selects each");
         command.SetAction(_ => Verb.Run(() =>
         {
-            var table = new Table().AddColumns("--device", "kind", "description", "compute units", "memory");
+            var table = new Table().AddColumns("--device", "kind", "description", "compute units", "memory", "groups");
             foreach (var name in HostBackends)
             {
                 using var backend = Backends.Create(name);
-                table.AddRow(name, "host", Markup.Escape(backend.Description), Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture), "");
+                table.AddRow(name, "host", Markup.Escape(backend.Description), Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture), "", "");
+            }
+            foreach (var device in IlgpuDevices.List())
+            {
+                table.AddRow(device.Spec, $"ILGPU {device.Kind}", Markup.Escape(device.Name),
+                    device.Multiprocessors.ToString(CultureInfo.InvariantCulture),
+                    device.Kind == AcceleratorType.CPU ? "host memory" : $"{device.MemoryBytes >> 20} MiB",
+                    string.Create(CultureInfo.InvariantCulture, $"up to {device.MaxGroupSize} threads, warp {device.WarpSize}"));
             }
             string? unavailable = null;
             try
@@ -29,7 +42,7 @@ internal static class DevicesCommand
                 {
                     table.AddRow(device.Spec, $"OpenCL {Markup.Escape(device.Type)}",
                         Markup.Escape($"{device.Name} ({device.Vendor}; {device.Platform}; {device.OpenClCVersion})"),
-                        device.ComputeUnits.ToString(CultureInfo.InvariantCulture), $"{device.GlobalMemoryBytes >> 20} MiB");
+                        device.ComputeUnits.ToString(CultureInfo.InvariantCulture), $"{device.GlobalMemoryBytes >> 20} MiB", "");
                 }
             }
             catch (OpenClException e)
@@ -38,6 +51,11 @@ internal static class DevicesCommand
             }
             AnsiConsole.Write(table);
             if (unavailable is not null) AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"[yellow]OpenCL:[/] {unavailable}");
+            foreach (var device in IlgpuDevices.UnusableOpenClDevices())
+            {
+                AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
+                    $"[yellow]Not usable by ILGPU:[/] OpenCL device {device.Name} ({device.Platform}): {device.Reason}");
+            }
             return 0;
         }));
         return command;

@@ -1,5 +1,6 @@
 using System.Globalization;
 using FedLora.Kernels.Cpu;
+using FedLora.Kernels.Ilgpu;
 using FedLora.Kernels.OpenCl;
 using FedLora.Kernels.Reference;
 
@@ -11,7 +12,8 @@ public static class Backends
     /// <summary>The accepted specs, for help texts and error messages.</summary>
     public const string Choices =
         "'cpu' (managed SIMD, the default), 'reference' (naive scalar, for tests), 'opencl' (the first OpenCL GPU, "
-        + "else the first OpenCL device) or 'opencl:P:D' (device D of platform P, as 'fedlora devices' lists them)";
+        + "else the first OpenCL device) or 'opencl:P:D' (device D of platform P, as 'fedlora devices' lists them); "
+        + "'ilgpu-cpu' (ILGPU's CPU accelerator, for correctness), 'cuda' or 'cuda:N' (ILGPU on an NVIDIA GPU)";
 
     /// <summary>
     /// Parses <paramref name="spec"/>: "cpu" | "reference" | "opencl" | "opencl:P:D" (case-insensitive).
@@ -30,7 +32,10 @@ public static class Backends
                 return new ReferenceBackend();
             case "opencl":
                 return OpenClBackend.Create();
+            case IlgpuDevices.CpuSpec or "cuda":
+                return IlgpuBackend.Create(text);
         }
+        if (text.StartsWith("cuda:", StringComparison.Ordinal)) return IlgpuBackend.Create(text);
         var parts = text.Split(':');
         if (parts.Length == 3 && parts[0] == "opencl"
             && int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out var platform)

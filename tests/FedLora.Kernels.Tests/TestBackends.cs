@@ -1,6 +1,8 @@
 using FedLora.Kernels.Cpu;
+using FedLora.Kernels.Ilgpu;
 using FedLora.Kernels.OpenCl;
 using FedLora.Kernels.Reference;
+using FedLora.Kernels.Tests.Ilgpu;
 using FedLora.Kernels.Tests.OpenCl;
 
 namespace FedLora.Kernels.Tests;
@@ -16,7 +18,7 @@ public static class TestBackends
     /// <summary>Names of the backends under test on this machine.</summary>
     /// <remarks>"opencl" joins when an OpenCL device exists, and always when FEDLORA_REQUIRE_OPENCL=1 (CI),
     /// so that a missing runtime fails its conformance tests instead of skipping them.</remarks>
-    public static IReadOnlyList<string> Names { get; } = OpenClTestEnvironment.ShouldRun ? ["cpu", "opencl"] : ["cpu"];
+    public static IReadOnlyList<string> Names { get; } = OpenClTestEnvironment.ShouldRun ? ["cpu", "ilgpu-cpu", "opencl"] : ["cpu", "ilgpu-cpu"];
 
     /// <summary>One shared instance per backend name (backends are thread-safe for separate buffers).</summary>
     public static Backend Get(string name)
@@ -30,12 +32,33 @@ public static class TestBackends
                     "cpu" => new CpuBackend(),
                     "reference" => new ReferenceBackend(),
                     "opencl" => OpenClBackend.Create(),
+                    "ilgpu-cpu" => IlgpuBackend.Create("ilgpu-cpu"),
+                    IlgpuRowGroupTests.Backend => IlgpuRowGroupTests.Create(),
                     _ => throw new ArgumentException($"unknown backend '{name}'", nameof(name)),
                 };
                 Cache[name] = backend;
             }
             return backend;
         }
+    }
+
+    /// <summary>
+    /// The most multiply-adds (N C O) of one product the shape sweeps give ILGPU's CPU accelerator, which
+    /// emulates GPU threads at about 10 million multiply-adds a second. The sweeps' larger shapes exercise
+    /// the Cpu GEMM's blocking (K blocks, column chunks, packing); on ilgpu-cpu every odd shape runs and
+    /// these are left out, which keeps its share of the suite near two minutes.
+    /// </summary>
+    public const long IlgpuCpuLargestProduct = 1L << 22;
+
+    /// <summary>Whether a shape sweep gives <paramref name="backend"/> a product of <paramref name="multiplyAdds"/>.</summary>
+    public static bool Sweeps(string backend, long multiplyAdds) => backend != "ilgpu-cpu" || multiplyAdds <= IlgpuCpuLargestProduct;
+
+    /// <summary>Theory data: the backends under test whose sweeps take a product of <paramref name="multiplyAdds"/>.</summary>
+    public static TheoryData<string> ForProduct(long multiplyAdds)
+    {
+        var data = new TheoryData<string>();
+        foreach (var name in Names.Where(name => Sweeps(name, multiplyAdds))) data.Add(name);
+        return data;
     }
 
     /// <summary>Theory data: one row per backend under test.</summary>

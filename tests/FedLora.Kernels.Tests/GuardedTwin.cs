@@ -1,4 +1,4 @@
-namespace FedLora.Kernels.Tests.OpenCl;
+namespace FedLora.Kernels.Tests;
 
 /// <summary>
 /// A <see cref="Twin"/> whose device-side tensors are views at a non-zero offset inside a larger
