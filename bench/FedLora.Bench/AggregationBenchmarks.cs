@@ -14,7 +14,7 @@ namespace FedLora.Bench;
 public class AggregationBenchmarks : IFlopCount, IDisposable
 {
     private const int Clients = 10;
-    private readonly Backend _cpu = new CpuBackend();
+    private Backend _backend = new CpuBackend();
     private DeviceBuffer? _stackedB, _stackedA, _weight, _subA, _subB, _loraA, _loraB;
     private float[] _rowWeights = [];
     private int[] _indices = [];
@@ -25,6 +25,12 @@ public class AggregationBenchmarks : IFlopCount, IDisposable
     [Params(4, 16, 64)]
     public int Rank { get; set; }
 
+    /// <summary>The backend: "cpu", "ilgpu-cpu", and each GPU ILGPU finds (<see cref="BenchDevices.All"/>).</summary>
+    [ParamsSource(nameof(Devices))]
+    public string Device { get; set; } = "cpu";
+
+    public static IEnumerable<string> Devices => BenchDevices.All;
+
     private int O => 3 * C;
 
     private int StackedRank => Clients * Rank;
@@ -34,6 +40,8 @@ public class AggregationBenchmarks : IFlopCount, IDisposable
     [GlobalSetup]
     public void Setup()
     {
+        _backend.Dispose();
+        _backend = Backends.Create(Device);
         var rng = new Random(1234);
         _stackedB = Upload(rng, O * StackedRank);
         _stackedA = Upload(rng, StackedRank * C);
@@ -53,39 +61,47 @@ public class AggregationBenchmarks : IFlopCount, IDisposable
     private void CheckAgainstReference()
     {
         using var reference = new ReferenceBackend();
-        BufferView Copy(DeviceBuffer source) => BenchData.Upload(reference, _cpu.ToArray(source));
+        BufferView Copy(DeviceBuffer source) => BenchData.Upload(reference, _backend.ToArray(source));
         var weight = Copy(_weight!);
         var loraA = Copy(_loraA!);
         var loraB = Copy(_loraB!);
         reference.StackedAggregation(O, C, StackedRank, Copy(_stackedB!), Copy(_stackedA!), _rowWeights, weight);
         reference.MaskedSketchUpdate(C, O, Rank, _indices, 0.5f, Copy(_subA!), Copy(_subB!), loraA, loraB);
-        var before = (_cpu.ToArray(_weight!), _cpu.ToArray(_loraA!), _cpu.ToArray(_loraB!));
+        var before = (_backend.ToArray(_weight!), _backend.ToArray(_loraA!), _backend.ToArray(_loraB!));
         StackedAggregation();
         MaskedSketchUpdate();
         var tolerance = 1e-4f * MathF.Sqrt(StackedRank + 1);
-        BenchData.AssertClose("stacked aggregation", reference.ToArray(weight), _cpu.ToArray(_weight!), tolerance, tolerance);
-        BenchData.AssertClose("masked sketch update A", reference.ToArray(loraA), _cpu.ToArray(_loraA!), 1e-6f, 1e-6f);
-        BenchData.AssertClose("masked sketch update B", reference.ToArray(loraB), _cpu.ToArray(_loraB!), 1e-6f, 1e-6f);
-        _cpu.Upload(before.Item1, _weight!);
-        _cpu.Upload(before.Item2, _loraA!);
-        _cpu.Upload(before.Item3, _loraB!);
+        BenchData.AssertClose("stacked aggregation", reference.ToArray(weight), _backend.ToArray(_weight!), tolerance, tolerance);
+        BenchData.AssertClose("masked sketch update A", reference.ToArray(loraA), _backend.ToArray(_loraA!), 1e-6f, 1e-6f);
+        BenchData.AssertClose("masked sketch update B", reference.ToArray(loraB), _backend.ToArray(_loraB!), 1e-6f, 1e-6f);
+        _backend.Upload(before.Item1, _weight!);
+        _backend.Upload(before.Item2, _loraA!);
+        _backend.Upload(before.Item3, _loraB!);
     }
 
     [GlobalCleanup]
     public void Dispose()
     {
-        _cpu.Dispose();
+        _backend.Dispose();
         GC.SuppressFinalize(this);
     }
 
     [Benchmark]
-    public void StackedAggregation() => _cpu.StackedAggregation(O, C, StackedRank, _stackedB!, _stackedA!, _rowWeights, _weight!);
+    public void StackedAggregation()
+    {
+        _backend.StackedAggregation(O, C, StackedRank, _stackedB!, _stackedA!, _rowWeights, _weight!);
+        _backend.Synchronize();
+    }
 
     [Benchmark]
-    public void MaskedSketchUpdate() => _cpu.MaskedSketchUpdate(C, O, Rank, _indices, 0.5f, _subA!, _subB!, _loraA!, _loraB!);
+    public void MaskedSketchUpdate()
+    {
+        _backend.MaskedSketchUpdate(C, O, Rank, _indices, 0.5f, _subA!, _subB!, _loraA!, _loraB!);
+        _backend.Synchronize();
+    }
 
     /// <summary>GEMM FLOPs of the aggregation; none counted for the memory-bound sketch update.</summary>
     public double Flops(string method) => method == nameof(StackedAggregation) ? 2.0 * O * C * StackedRank : double.NaN;
 
-    private DeviceBuffer Upload(Random rng, int length) => BenchData.Upload(_cpu, BenchData.Values(rng, length));
+    private DeviceBuffer Upload(Random rng, int length) => BenchData.Upload(_backend, BenchData.Values(rng, length));
 }

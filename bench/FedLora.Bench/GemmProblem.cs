@@ -4,7 +4,7 @@ using FedLora.Kernels;
 namespace FedLora.Bench;
 
 /// <summary>
-/// One matmul-family problem at the model's shapes, on a backend (Cpu by default, or OpenCL): x (N,C), W (O,C), bias (O),
+/// One matmul-family problem at the model's shapes, on a backend (Cpu by default, or an ILGPU device): x (N,C), W (O,C), bias (O),
 /// y and dy (N,O), a LoRA adapter A (r,C), B (O,r) with hidden t (N,r); seeded uniform values.
 /// </summary>
 /// <remarks>
@@ -70,7 +70,7 @@ public sealed class GemmProblem : IDisposable
     public Size Flops => new(N, C, O, Rank);
 
     // Each op ends with Synchronize() so that a timer stops after the work, on asynchronous devices too
-    // (OpenCL); on the Cpu backend it returns at once.
+    // (ILGPU); on the Cpu backend it returns at once.
     public void Forward()
     {
         _backend.MatmulForward(N, C, O, _xd, _wd, _biasd, _yd);

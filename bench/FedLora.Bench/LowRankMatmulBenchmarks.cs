@@ -19,9 +19,11 @@ public class LowRankMatmulBenchmarks : IFlopCount, IDisposable
     [Params(4, 16, 64)]
     public int Rank { get; set; }
 
-    /// <summary>The backend: "cpu", or "opencl" (the first OpenCL device; PoCL on this machine).</summary>
-    [Params("cpu", "opencl")]
+    /// <summary>The backend: "cpu", "ilgpu-cpu", and each GPU ILGPU finds (<see cref="BenchDevices.All"/>).</summary>
+    [ParamsSource(nameof(Devices))]
     public string Device { get; set; } = "cpu";
+
+    public static IEnumerable<string> Devices => BenchDevices.All;
 
     public int N { get; set; } = 2048;
 

@@ -17,9 +17,11 @@ public class MatmulBenchmarks : IFlopCount, IDisposable
     [Params(1, 3, 4)]
     public int OTimesC { get; set; }
 
-    /// <summary>The backend: "cpu", or "opencl" (the first OpenCL device; PoCL on this machine).</summary>
-    [Params("cpu", "opencl")]
+    /// <summary>The backend: "cpu", "ilgpu-cpu", and each GPU ILGPU finds (<see cref="BenchDevices.All"/>).</summary>
+    [ParamsSource(nameof(Devices))]
     public string Device { get; set; } = "cpu";
+
+    public static IEnumerable<string> Devices => BenchDevices.All;
 
     public int N { get; set; } = 2048;
 

@@ -10,7 +10,7 @@ internal static class CommonOptions
 {
     public static Option<string> Device() => new("--device")
     {
-        Description = "Where to compute: cpu (managed SIMD, the default), reference (naive scalar; for checking), opencl or opencl:PLATFORM:DEVICE",
+        Description = "Where to compute: cpu (managed SIMD, the default), reference (naive scalar; for checking), ilgpu-cpu (ILGPU's CPU accelerator; for checking), cuda or cuda:N, opencl or opencl:N (ILGPU; see `fedlora devices`)",
         DefaultValueFactory = _ => "cpu",
     };
 
@@ -49,7 +49,7 @@ internal static class CommonOptions
         {
             return Backends.Create(spec);
         }
-        catch (Exception e) when (e is ArgumentException or Kernels.OpenCl.OpenClException)
+        catch (Exception e) when (e is ArgumentException or Kernels.Ilgpu.IlgpuDeviceException)
         {
             throw new UsageException($"--device {spec}: {e.Message}");
         }

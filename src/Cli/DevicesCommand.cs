@@ -2,15 +2,14 @@ using System.CommandLine;
 using System.Globalization;
 using FedLora.Kernels;
 using FedLora.Kernels.Ilgpu;
-using FedLora.Kernels.OpenCl;
 using ILGPU.Runtime;
 using Spectre.Console;
 
 namespace FedLora.Cli;
 
 /// <summary>
-/// <c>fedlora devices</c>: the backends and devices this machine can run, with the <c>--device</c> value of
-/// each, and the OpenCL devices ILGPU cannot use, with the reason.
+/// <c>fedlora devices</c>: the host backends and the ILGPU accelerators this machine can run, with the
+/// <c>--device</c> value, memory and group sizes of each, and the OpenCL devices ILGPU cannot use, with the reason.
 /// </summary>
 internal static class DevicesCommand
 {
@@ -19,7 +18,7 @@ internal static class DevicesCommand
     public static Command Create()
     {
         var command = new Command("devices",
-            "List the compute backends and devices available here (host, ILGPU accelerators, OpenCL), with the --device value that selects each");
+            "List the compute backends and ILGPU devices available here, with the --device value that selects each, and the OpenCL devices ILGPU cannot use");
         command.SetAction(_ => Verb.Run(() =>
         {
             var table = new Table().AddColumns("--device", "kind", "description", "compute units", "memory", "groups");
@@ -35,22 +34,7 @@ internal static class DevicesCommand
                     device.Kind == AcceleratorType.CPU ? "host memory" : $"{device.MemoryBytes >> 20} MiB",
                     string.Create(CultureInfo.InvariantCulture, $"up to {device.MaxGroupSize} threads, warp {device.WarpSize}"));
             }
-            string? unavailable = null;
-            try
-            {
-                foreach (var device in OpenClDevices.List())
-                {
-                    table.AddRow(device.Spec, $"OpenCL {Markup.Escape(device.Type)}",
-                        Markup.Escape($"{device.Name} ({device.Vendor}; {device.Platform}; {device.OpenClCVersion})"),
-                        device.ComputeUnits.ToString(CultureInfo.InvariantCulture), $"{device.GlobalMemoryBytes >> 20} MiB", "");
-                }
-            }
-            catch (OpenClException e)
-            {
-                unavailable = e.Message;
-            }
             AnsiConsole.Write(table);
-            if (unavailable is not null) AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"[yellow]OpenCL:[/] {unavailable}");
             foreach (var device in IlgpuDevices.UnusableOpenClDevices())
             {
                 AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,

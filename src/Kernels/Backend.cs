@@ -29,7 +29,7 @@ namespace FedLora.Kernels;
 /// </remarks>
 public abstract class Backend : IDisposable
 {
-    /// <summary>Short name used on the command line: "reference", "cpu", "opencl:0:0".</summary>
+    /// <summary>Short name used on the command line: "reference", "cpu", "ilgpu-cpu", "cuda:0".</summary>
     public abstract string Name { get; }
 
     /// <summary>A human-readable description of the device and the instruction set in use.</summary>

@@ -13,7 +13,7 @@ public sealed class GuardedTwin : IDisposable
     private readonly List<(DeviceBuffer Buffer, int Length)> _guarded = [];
 
     /// <summary>Compares backend <paramref name="backend"/> of <see cref="TestBackends"/> with the Reference.</summary>
-    public GuardedTwin(string backend = "opencl", int seed = 1234)
+    public GuardedTwin(string backend, int seed = 1234)
     {
         Twin = new Twin(backend, seed);
         Device = Twin.Device;

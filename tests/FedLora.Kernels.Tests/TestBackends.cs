@@ -1,9 +1,7 @@
 using FedLora.Kernels.Cpu;
 using FedLora.Kernels.Ilgpu;
-using FedLora.Kernels.OpenCl;
 using FedLora.Kernels.Reference;
 using FedLora.Kernels.Tests.Ilgpu;
-using FedLora.Kernels.Tests.OpenCl;
 
 namespace FedLora.Kernels.Tests;
 
@@ -15,10 +13,12 @@ public static class TestBackends
 {
     private static readonly Dictionary<string, Backend> Cache = [];
 
-    /// <summary>Names of the backends under test on this machine.</summary>
-    /// <remarks>"opencl" joins when an OpenCL device exists, and always when FEDLORA_REQUIRE_OPENCL=1 (CI),
-    /// so that a missing runtime fails its conformance tests instead of skipping them.</remarks>
-    public static IReadOnlyList<string> Names { get; } = OpenClTestEnvironment.ShouldRun ? ["cpu", "ilgpu-cpu", "opencl"] : ["cpu", "ilgpu-cpu"];
+    /// <summary>
+    /// Names of the backends under test: the Cpu backend and ILGPU's CPU accelerator on every machine, and
+    /// the device FEDLORA_TEST_DEVICE names (e.g. "cuda", as bench/gpu-check.sh sets it).
+    /// </summary>
+    public static IReadOnlyList<string> Names { get; } =
+        Environment.GetEnvironmentVariable("FEDLORA_TEST_DEVICE") is { Length: > 0 } extra ? ["cpu", "ilgpu-cpu", extra] : ["cpu", "ilgpu-cpu"];
 
     /// <summary>One shared instance per backend name (backends are thread-safe for separate buffers).</summary>
     public static Backend Get(string name)
@@ -31,10 +31,9 @@ public static class TestBackends
                 {
                     "cpu" => new CpuBackend(),
                     "reference" => new ReferenceBackend(),
-                    "opencl" => OpenClBackend.Create(),
                     "ilgpu-cpu" => IlgpuBackend.Create("ilgpu-cpu"),
                     IlgpuRowGroupTests.Backend => IlgpuRowGroupTests.Create(),
-                    _ => throw new ArgumentException($"unknown backend '{name}'", nameof(name)),
+                    _ => Backends.Create(name),
                 };
                 Cache[name] = backend;
             }

@@ -106,6 +106,7 @@ public sealed partial class IlgpuBackend : Backend
         if (source.Length == 0) return;
         lock (_gate)
         {
+            ObjectDisposedException.ThrowIf(_disposed, this);
             var view = View(destination);
             // Upload is synchronous for the host span: kernels queued before it finish first.
             _accelerator.Synchronize();
@@ -119,6 +120,7 @@ public sealed partial class IlgpuBackend : Backend
         if (destination.Length == 0) return;
         lock (_gate)
         {
+            ObjectDisposedException.ThrowIf(_disposed, this);
             _accelerator.Synchronize();
             View(source).CopyToCPU(destination);
         }

@@ -111,10 +111,21 @@ public static class IlgpuDevices
         if (index < devices.Count) return (devices[index], Spec(kind, index));
         var what = kind == "cuda"
             ? "no CUDA device: ILGPU needs an NVIDIA GPU and its driver (libcuda)"
-            : "no OpenCL device that ILGPU can use: it needs OpenCL 2.0 with the generic address space (PoCL 3.1's CPU device has neither)";
+            : "no OpenCL device that ILGPU can use: it needs OpenCL C 2.0 with the generic address space"
+                + string.Concat(UnusableOpenClDevices().Select(unusable => $"; {unusable.Name} is here, but {unusable.Reason}"));
         throw new IlgpuDeviceException(devices.Count == 0
             ? $"device '{spec}': {what}; run 'fedlora devices' to see what is here, or use --device cpu"
             : $"device '{spec}': there are only {devices.Count} {kind} device(s) (indices 0-{devices.Count - 1}); run 'fedlora devices'");
+    }
+
+    /// <summary>
+    /// Whether <paramref name="spec"/> (trimmed, lower case) has the form of an ILGPU device: <c>ilgpu-cpu</c>,
+    /// <c>cuda</c>, <c>cuda:N</c>, <c>opencl</c> or <c>opencl:N</c>, whether or not that device exists here.
+    /// </summary>
+    public static bool IsSpec(string spec)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        return spec == CpuSpec || ParseIndexed(spec) is not null;
     }
 
     private static (string Kind, int Index)? ParseIndexed(string text)
