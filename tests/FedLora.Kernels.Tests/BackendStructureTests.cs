@@ -1,6 +1,6 @@
 using System.Reflection;
 using FedLora.Kernels.Cpu;
-using FedLora.Kernels.OpenCl;
+using FedLora.Kernels.Ilgpu;
 using FedLora.Kernels.Reference;
 
 namespace FedLora.Kernels.Tests;
@@ -28,7 +28,7 @@ public sealed class BackendStructureTests
 
         Assert.Contains(typeof(CpuBackend), found);
         Assert.Contains(typeof(ReferenceBackend), found);
-        Assert.Contains(typeof(OpenClBackend), found);
+        Assert.Contains(typeof(IlgpuBackend), found);
     }
 
     [Theory]

@@ -143,7 +143,7 @@ public sealed record FederatedJobSettings
     /// <summary>Seed of sampling, initialisation and batches: the same seed gives the same run bit for bit.</summary>
     public int Seed { get; init; } = 1234;
 
-    /// <summary>The backend: cpu, opencl, opencl:P:D or reference.</summary>
+    /// <summary>The backend, as <c>--device</c> names it: cpu, reference, ilgpu-cpu, cuda[:N] or opencl[:N].</summary>
     public string Device { get; init; } = "cpu";
 }
 
