@@ -73,13 +73,13 @@ internal static class ServeCommand
             {
                 throw new UsageException($"{name}: {e.Message}");
             }
-            return RunAsync(strategy, model, budgets, clientTokens, serverOptions, address, listenPort, cert, job.Output).GetAwaiter().GetResult();
+            return RunAsync(strategy, model, budgets, clientTokens, serverOptions, address, listenPort, cert, job.Output, job.ModelPath).GetAwaiter().GetResult();
         }));
         return command;
     }
 
     private static async Task<int> RunAsync(IFederatedStrategy strategy, Gpt model, IReadOnlyList<ClientBudget> budgets, ClientTokens tokens,
-        ServerOptions options, IPAddress address, int port, X509Certificate2? certificate, string output)
+        ServerOptions options, IPAddress address, int port, X509Certificate2? certificate, string output, string baseModel)
     {
         await using var server = new FederatedServer(strategy, model, budgets, tokens, options);
         server.Coordinator.RoundCompleted += round =>
@@ -99,7 +99,7 @@ internal static class ServeCommand
             AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"stopped at round {server.Coordinator.State.Round + 1}; run the same command again to resume from {options.StateDirectory}");
             return 130;
         }
-        var saved = SaveGlobal(server, output);
+        var saved = SaveGlobal(server, output, baseModel);
         AnsiConsole.MarkupLine("telling the clients the job is over (up to 60 s)");
         try
         {
@@ -114,8 +114,8 @@ internal static class ServeCommand
         return 0;
     }
 
-    /// <summary>Saves the global model: its adapters, or for FLoRA the merged base weights.</summary>
-    private static string SaveGlobal(FederatedServer server, string folder)
+    /// <summary>Saves the global model: its adapters as a peft folder, or for FLoRA the merged base weights.</summary>
+    private static string SaveGlobal(FederatedServer server, string folder, string baseModel)
     {
         var state = server.Coordinator.State;
         return server.Coordinator.WithModel((model, _) =>
@@ -127,8 +127,8 @@ internal static class ServeCommand
                 return path;
             }
             using var adapters = GlobalModel.Adapters(model, state)!;
-            var adapterPath = Path.Combine(folder, "adapter_model.safetensors");
-            AdapterFile.Save(adapters, adapterPath);
+            var adapterPath = Path.Combine(folder, "adapter");
+            PeftAdapter.Save(adapters, adapterPath, baseModel);
             return adapterPath;
         });
     }

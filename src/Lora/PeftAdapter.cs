@@ -104,7 +104,8 @@ public static class PeftAdapter
     /// Loads the adapter at <paramref name="path"/>: a peft folder (peft's or FedLora's), or a FedLora
     /// adapter file (.safetensors with FedLora's metadata).
     /// </summary>
-    /// <exception cref="InvalidDataException">Not an adapter FedLora can load; the message says why.</exception>
+    /// <exception cref="InvalidDataException">Not an adapter folder FedLora can load; the message says why.</exception>
+    /// <exception cref="SafetensorsFormatException">A FedLora adapter file is malformed.</exception>
     public static AdapterSet Open(string path, Backend backend)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
@@ -119,8 +120,14 @@ public static class PeftAdapter
             throw new InvalidDataException($"{path}: no {WeightsFile}" + (File.Exists(Path.Combine(path, "adapter_model.bin")) ? " (adapter_model.bin is not read: save with safe_serialization=True)" : ""));
         }
         var config = ReadConfig(configPath);
-        var file = SafetensorsFile.Load(weightsPath);
-        return Build(config, file, backend);
+        try
+        {
+            return Build(config, SafetensorsFile.Load(weightsPath), backend);
+        }
+        catch (SafetensorsFormatException e)
+        {
+            throw new InvalidDataException(e.Message, e);
+        }
     }
 
     private sealed record Config(int Rank, float Alpha, LoraScaling Scaling, Dictionary<string, int> RankPattern, Dictionary<string, float> AlphaPattern, string Source);

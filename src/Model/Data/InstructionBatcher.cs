@@ -8,7 +8,8 @@ namespace FedLora.Model.Data;
 /// <para>A row holds a window of T+1 consecutive tokens of one example, starting at s: inputs
 /// are tokens[s, s+T), targets tokens[s+1, s+T+1), and a target counts (is not -1) only when it
 /// is a response or end-of-text token (index &gt;= PromptLength). Positions past the example's
-/// end are padding: end-of-text input, target -1.</para>
+/// end are padding: the example's own last token (its end-of-text, in whatever tokenizer made it)
+/// as input, target -1.</para>
 /// <para>An example of L tokens that fits (L &lt;= T+1) starts at s = 0. A longer one starts at
 /// s = max(0, min(PromptLength - T/2, L - (T+1))): the prompt keeps at most its last T/2
 /// tokens (it is cut from the left, so the instruction and "### Response:" survive, see
@@ -66,7 +67,7 @@ public sealed class InstructionBatcher : ITokenBatchSource
 
     /// <summary>
     /// Every example once, in order, B per batch; the last batch's unused rows are padding
-    /// (end-of-text tokens, target -1). For evaluation.
+    /// (the end-of-text token that closes the examples, target -1). For evaluation.
     /// </summary>
     public static IEnumerable<TokenBatch> InOrder(IReadOnlyList<InstructionExample> examples, int batchSize, int context)
     {
@@ -83,7 +84,7 @@ public sealed class InstructionBatcher : ITokenBatchSource
                 for (var row = 0; row < batchSize; row++)
                 {
                     if (first + row < examples.Count) WriteRow(examples[first + row], batch, row);
-                    else batch.PadRow(row);
+                    else batch.PadRow(row, examples[0].Tokens[^1]);
                 }
                 yield return batch;
             }
@@ -101,9 +102,9 @@ public sealed class InstructionBatcher : ITokenBatchSource
 
     private static void WriteRow(InstructionExample example, TokenBatch batch, int row)
     {
-        batch.PadRow(row);
-        var t = batch.Context;
         var tokens = example.Tokens;
+        batch.PadRow(row, tokens[^1]);
+        var t = batch.Context;
         var start = WindowStart(example, t);
         var inputs = Math.Min(t, tokens.Length - start);
         tokens.AsSpan(start, inputs).CopyTo(batch.Tokens.AsSpan(row * t, inputs));

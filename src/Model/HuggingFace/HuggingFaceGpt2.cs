@@ -26,6 +26,15 @@ public static class HuggingFaceGpt2
 {
     private const string SingleFile = "model.safetensors", IndexFile = "model.safetensors.index.json";
 
+    /// <summary>The tokenizer of the folder <paramref name="directory"/>, with the vocabulary size and end-of-text of its config.json.</summary>
+    /// <exception cref="InvalidDataException">The config or the tokenizer files are missing or malformed.</exception>
+    public static ITokenizer LoadTokenizer(string directory)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(directory);
+        var config = Gpt2Config.Load(Path.Combine(directory, "config.json"));
+        return Gpt2Tokenizer.FromFolder(directory, config.VocabSize, config.EosTokenId);
+    }
+
     /// <summary>Whether <paramref name="path"/> is a folder with a config.json (a Hugging Face model folder).</summary>
     public static bool IsModelFolder(string path) => Directory.Exists(path) && File.Exists(Path.Combine(path, "config.json"));
 
@@ -41,6 +50,18 @@ public static class HuggingFaceGpt2
         if (!Directory.Exists(directory)) throw new InvalidDataException($"{directory}: no such folder");
         var config = Gpt2Config.Load(Path.Combine(directory, "config.json"));
         var tokenizer = Gpt2Tokenizer.FromFolder(directory, config.VocabSize, config.EosTokenId);
+        try
+        {
+            return Load(directory, backend, maxBatch, maxTime, logitRows, config, tokenizer);
+        }
+        catch (SafetensorsFormatException e)
+        {
+            throw new InvalidDataException(e.Message, e);
+        }
+    }
+
+    private static PretrainedModel Load(string directory, Backend backend, int maxBatch, int maxTime, int? logitRows, Gpt2Config config, ITokenizer tokenizer)
+    {
         var files = OpenWeights(directory);
         try
         {
