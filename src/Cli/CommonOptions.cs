@@ -76,8 +76,11 @@ internal static class CommonOptions
         }
     }
 
-    /// <summary>Loads a --model (a FedLora checkpoint or a Hugging Face GPT-2 folder) for batches of (batch, context).</summary>
-    public static Gpt LoadModel(string path, Backend backend, int batch, int context)
+    /// <summary>
+    /// Loads a --model (a FedLora checkpoint or a Hugging Face GPT-2 folder) for batches of (batch,
+    /// context); with <paramref name="upToModelContext"/>, a context beyond the model's is cut to it.
+    /// </summary>
+    public static Gpt LoadModel(string path, Backend backend, int batch, int context, bool upToModelContext = false)
     {
         Gpt model;
         if (HuggingFaceGpt2.IsModelFolder(path))
@@ -97,7 +100,7 @@ internal static class CommonOptions
             Paths.RequireFile(path, "base model", "Pass --model PATH (a FedLora checkpoint or a Hugging Face GPT-2 folder), or build one with `fedlora pretrain` (README shows the command that made the shipped one).");
             model = GptCheckpoint.Load(path, backend, batch, context);
         }
-        if (context > model.Config.ContextLength)
+        if (context > model.Config.ContextLength && !upToModelContext)
         {
             model.Dispose();
             throw new UsageException($"--context {context} exceeds the model's context length {model.Config.ContextLength}");

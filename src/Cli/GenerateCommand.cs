@@ -33,7 +33,7 @@ internal static class GenerateCommand
             var promptTokens = tokenizer.Encode(asInstruction ? InstructionTemplate.FormatPrompt(text, "") : text);
             if (promptTokens.Length == 0) throw new UsageException("--prompt is empty: give some text to continue");
             using var backend = CommonOptions.CreateBackend(parse.GetValue(device)!);
-            using var gpt = CommonOptions.LoadModel(modelPath, backend, 1, int.MaxValue);
+            using var gpt = CommonOptions.LoadModel(modelPath, backend, 1, int.MaxValue, upToModelContext: true);
             AdapterSet? adapters = null;
             if (parse.GetValue(adapter) is { } adapterPath)
             {

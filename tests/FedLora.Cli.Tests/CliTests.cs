@@ -120,7 +120,7 @@ public sealed class CliTests : IDisposable
         File.WriteAllText(Path.Combine(folder, "config.json"), "{\"architectures\": [\"LlamaForCausalLM\"]}");
         var (exitCode, output) = Fedlora("simulate", "--model", folder);
         Assert.NotEqual(0, exitCode);
-        Assert.Contains("architecture 'LlamaForCausalLM' is not supported", output, StringComparison.Ordinal);
+        Assert.Contains("architecture 'LlamaForCausalLM' is not supported", output.ReplaceLineEndings(""), StringComparison.Ordinal);
         Assert.DoesNotContain("   at ", output, StringComparison.Ordinal);
     }
 
