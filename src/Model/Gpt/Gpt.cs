@@ -336,8 +336,8 @@ public sealed class Gpt : IDisposable
 
     /// <summary>
     /// The head's backward, chunk by chunk from the last (whose probabilities the forward pass left in
-    /// place): overwrites d(loss)/d(lnf) in the Normed scratch and, when given, writes then accumulates
-    /// the tied embedding's gradient from the head.
+    /// place): overwrites d(loss)/d(lnf) in the Normed scratch and, when given, adds the head's part of
+    /// the tied embedding's gradient (MatmulBackward always adds weight gradients).
     /// </summary>
     private void HeadBackward(int n, BufferView? tokenTableGrad)
     {
@@ -358,12 +358,8 @@ public sealed class Gpt : IDisposable
             }
             var logitsGrad = _grads.Logits(rows, v);
             Backend.CrossEntropyBackward(rows, v, _acts.Probabilities(rows, v), _targets.AsSpan(first, rows), 1f / _counted, logitsGrad, accumulate: false);
-            // The first chunk done writes the embedding's gradient; later ones add to it, and then the
-            // input gradient they share the call with must start from zero.
-            var accumulate = tokenTableGrad is not null && chunk < chunks - 1;
-            var inputGrad = normed.Slice(first * c, rows * c);
-            if (accumulate) Backend.Fill(inputGrad, 0f);
-            Backend.MatmulBackward(rows, c, v, logitsGrad, lnF.Slice(first * c, rows * c), _weights.TokenTable, inputGrad, tokenTableGrad, null, accumulate);
+            Backend.MatmulBackward(rows, c, v, logitsGrad, lnF.Slice(first * c, rows * c), _weights.TokenTable, normed.Slice(first * c, rows * c),
+                tokenTableGrad, null, accumulate: false);
         }
     }
 
