@@ -37,7 +37,7 @@ internal static class FederatedRunner
             var (settings, budgets) = job.BudgetsFor(method, data.Clients.Count);
             var strategy = StrategyCatalog.Create(method, modules, settings);
             var clients = data.Clients.Select((examples, id) => new FederatedClient(id, examples.Count, budgets[id],
-                seed => new Model.Data.InstructionBatcher(examples, job.Batch, job.Context, seed))).ToList();
+                seed => new Model.Data.InstructionBatcher(examples, job.Batch, job.Context, seed, data.EndOfText))).ToList();
             var options = new SimulationOptions(job.Rounds, job.ClientsPerRound, job.Local, job.Seed);
             var simulation = new FederatedSimulation(strategy, model, clients, data.EvaluationSets(job.Batch, job.Context), options);
             return (simulation, model, $"global rank {settings.Rank}, clients {string.Join(",", budgets)}");

@@ -52,7 +52,7 @@ internal static class FinetuneCommand
                 .Start(progress =>
                 {
                     var task = progress.AddTask("finetune", maxValue: options.Steps);
-                    LocalTrainer.Train(gpt, adapters.Parameters, adapters.Gradients, new InstructionBatcher(pooled, b, t, runSeed), options, onStep: step =>
+                    LocalTrainer.Train(gpt, adapters.Parameters, adapters.Gradients, new InstructionBatcher(pooled, b, t, runSeed, dolly.EndOfText), options, onStep: step =>
                     {
                         task.Increment(1);
                         task.Description = string.Create(CultureInfo.InvariantCulture, $"step {step.Step + 1} loss {step.Loss:0.000}");

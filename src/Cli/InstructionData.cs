@@ -58,6 +58,9 @@ internal sealed class InstructionData
         return new InstructionData(clients, federated.Test, tokenizer);
     }
 
+    /// <summary>The end-of-text token of the tokenizer the examples were made with (batches pad with it).</summary>
+    public int EndOfText => _tokenizer.EndOfText;
+
     /// <summary>All clients' examples together: the centralized baseline's training set.</summary>
     public IReadOnlyList<InstructionExample> Pooled() => Clients.SelectMany(c => c).ToArray();
 
@@ -66,11 +69,11 @@ internal sealed class InstructionData
     {
         var sets = new List<EvaluationSet>
         {
-            new("all", InstructionBatcher.InOrder(Test.Select(Tokenize).ToArray(), batch, context).ToList()),
+            new("all", InstructionBatcher.InOrder(Test.Select(Tokenize).ToArray(), batch, context, EndOfText).ToList()),
         };
         foreach (var group in Test.GroupBy(r => r.Category, StringComparer.Ordinal).OrderBy(g => g.Key, StringComparer.Ordinal))
         {
-            sets.Add(new EvaluationSet(group.Key, InstructionBatcher.InOrder(group.Select(Tokenize).ToArray(), batch, context).ToList()));
+            sets.Add(new EvaluationSet(group.Key, InstructionBatcher.InOrder(group.Select(Tokenize).ToArray(), batch, context, EndOfText).ToList()));
         }
         return sets;
     }

@@ -63,8 +63,8 @@ public sealed class Gpt2TokenizerTests : IClassFixture<Gpt2TokenizerTests.RealGp
         var prompt = _gpt2.Tokenizer.Encode(InstructionTemplate.FormatPrompt("Say hello", ""));
         Assert.Equal([.. prompt, 15496, 995, 50256], example.Tokens);
         Assert.Equal(prompt.Length, example.PromptLength);
-        // Padding repeats the example's own end-of-text, never the byte tokenizer's 256.
-        var batch = InstructionBatcher.InOrder([example], 2, example.Tokens.Length + 3).Single();
+        // Padding is the tokenizer's end-of-text when given.
+        var batch = InstructionBatcher.InOrder([example], 2, example.Tokens.Length + 3, _gpt2.Tokenizer.EndOfText).Single();
         Assert.All(batch.Tokens.Skip(example.Tokens.Length - 1), token => Assert.Equal(50256, token));
     }
 
