@@ -153,6 +153,12 @@ internal static class Compare
         return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], CultureInfo.InvariantCulture) : fallback;
     }
 
+    internal static string? OptionText(string[] args, string name)
+    {
+        var i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+    }
+
     private static int[] Options(string[] args, string name, int[] fallback)
     {
         var i = Array.IndexOf(args, name);

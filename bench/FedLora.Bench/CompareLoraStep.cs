@@ -11,7 +11,9 @@ namespace FedLora.Bench;
 /// <summary>
 /// `--compare-lora-step`: one LoRA fine-tuning step (forward, backward, AdamW on the adapters, base
 /// frozen) of FedLora's GPT against the same model in PyTorch (bench/peers/lora_step_torch.py, the
-/// better of 1 and 2 threads), at the two configurations of <see cref="LoraStepBenchmarks"/>; tokens/s
+/// better of 1 and 2 threads), at the configurations of <see cref="LoraStepBenchmarks"/> (`--configs`,
+/// default L4-C128,L6-C256; GPT2-124M is GPT-2's shapes, V = 50,257, where the peak memory of each
+/// side's process is printed too); tokens/s
 /// = B*T / median step time, each side's best of a few rounds that alternate the sides
 /// (`--rounds N`, 6 by default: with 3, a fast spell of the machine that fell on one side only moved
 /// the L6-C256 ratio between 2.86x and 3.55x in five runs; with 6, two runs gave 3.16x and 3.24x),
@@ -27,18 +29,22 @@ internal static class CompareLoraStep
         var rounds = Compare.Option(args, "--rounds", 6);
         var python = Environment.GetEnvironmentVariable("FEDLORA_PYTHON") ?? "/usr/bin/python3";
         var script = Compare.FindRepositoryFile(Path.Combine("bench", "peers", "lora_step_torch.py"));
-        string[] configs = ["L4-C128", "L6-C256"];
+        var configs = (Compare.OptionText(args, "--configs") ?? "L4-C128,L6-C256").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        foreach (var name in configs)
+        {
+            if (!LoraStepBenchmarks.Configs.Contains(name)) throw new ArgumentException($"--configs: unknown config '{name}'; choose among {string.Join(", ", LoraStepBenchmarks.Configs)}");
+        }
         Console.WriteLine($"load: {File.ReadAllText("/proc/loadavg").Trim()}");
         Console.WriteLine($"FedLora: {new CpuBackend().Description}");
         Console.WriteLine();
         // The sides alternate round by round and each keeps its best round: the machine's speed drifts
         // over tens of seconds, and a slow spell then rarely lands on one side only.
         var ours = configs.ToDictionary(name => name, _ => 0.0);
-        var theirs = configs.ToDictionary(name => name, _ => (TokensPerSecond: 0.0, Threads: 0));
+        var theirs = configs.ToDictionary(name => name, _ => (TokensPerSecond: 0.0, Threads: 0, PeakBytes: 0L));
         var bytes = new Dictionary<string, (long Lora, long Full)>();
         for (var round = 0; round < rounds; round++)
         {
-            foreach (var (name, peer) in RunPeer(python, script))
+            foreach (var (name, peer) in RunPeer(python, script, configs))
             {
                 if (peer.TokensPerSecond > theirs[name].TokensPerSecond) theirs[name] = peer;
             }
@@ -62,6 +68,8 @@ internal static class CompareLoraStep
         }).ToList();
         Compare.Print(["config", "FedLora tok/s", "PyTorch tok/s (threads)", "ratio", "LoRA MB", "full FT MB"], rows);
         Console.WriteLine();
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"peak resident memory: FedLora process {PeakResidentBytes() / 1e6:0} MB; PyTorch peer process {theirs.Values.Max(t => t.PeakBytes) / 1e6:0} MB (its largest config)"));
         Console.WriteLine($"tok/s: B*T / the median step of a round, best of {rounds} rounds per side");
         Console.WriteLine("MB: bytes FedLora holds on the backend (weights, activations, gradient scratch, trainable gradients and AdamW moments)");
         return 0;
@@ -82,7 +90,7 @@ internal static class CompareLoraStep
                 times[i] = watch.Elapsed.TotalSeconds;
             }
             Array.Sort(times);
-            var tokensPerSecond = LoraStepBenchmarks.Batch * LoraStepBenchmarks.Time / times[Steps / 2];
+            var tokensPerSecond = LoraStepBenchmarks.BatchOf(name) * LoraStepBenchmarks.Time / times[Steps / 2];
             return (tokensPerSecond, bench.AllocatedBytes, FullFineTuningBytes(name));
         }
         finally
@@ -95,25 +103,33 @@ internal static class CompareLoraStep
     private static long FullFineTuningBytes(string name)
     {
         using var backend = new CpuBackend();
-        using var model = new Gpt(backend, LoraStepBenchmarks.ModelConfig(name), LoraStepBenchmarks.Batch, LoraStepBenchmarks.Time) { TrainBase = true };
+        using var model = new Gpt(backend, LoraStepBenchmarks.ModelConfig(name), LoraStepBenchmarks.BatchOf(name), LoraStepBenchmarks.Time) { TrainBase = true };
         model.ZeroGradients();
         using var optimizer = new AdamWOptimizer(backend, model.Parameters.Length, new AdamWSettings(LearningRate: 1e-3f));
         return model.AllocatedBytes + optimizer.AllocatedBytes;
     }
 
-    private static Dictionary<string, (double TokensPerSecond, int Threads)> RunPeer(string python, string script)
+    /// <summary>VmHWM of this process: the most resident memory it has held.</summary>
+    private static long PeakResidentBytes()
     {
-        var start = new ProcessStartInfo(python, [script]) { RedirectStandardOutput = true, UseShellExecute = false };
+        var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
+        return line is null ? 0 : 1024L * long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
+    }
+
+    private static Dictionary<string, (double TokensPerSecond, int Threads, long PeakBytes)> RunPeer(string python, string script, string[] configs)
+    {
+        var start = new ProcessStartInfo(python, [script, "--configs", string.Join(',', configs)]) { RedirectStandardOutput = true, UseShellExecute = false };
         start.Environment.Remove("OPENBLAS_CORETYPE");
         start.Environment.Remove("OPENBLAS_L2_SIZE");
         using var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {python}");
-        var best = new Dictionary<string, (double, int)>();
+        var best = new Dictionary<string, (double, int, long)>();
         while (process.StandardOutput.ReadLine() is { } line)
         {
             using var json = JsonDocument.Parse(line);
             var root = json.RootElement;
             if (!root.TryGetProperty("best", out _)) continue;
-            best[root.GetProperty("config").GetString()!] = (root.GetProperty("tokens_per_s").GetDouble(), root.GetProperty("threads").GetInt32());
+            best[root.GetProperty("config").GetString()!] = (root.GetProperty("tokens_per_s").GetDouble(), root.GetProperty("threads").GetInt32(),
+                root.GetProperty("peak_rss_bytes").GetInt64());
         }
         process.WaitForExit();
         if (process.ExitCode != 0 || best.Count == 0) throw new InvalidOperationException($"the PyTorch peer failed (exit {process.ExitCode})");

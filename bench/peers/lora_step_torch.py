@@ -1,17 +1,20 @@
 # The PyTorch peer of FedLora's LoRA training-step benchmark. Run with Debian's PyTorch, from the
 # repository root:
-#     /usr/bin/python3 bench/peers/lora_step_torch.py [--steps 5] [--warmup 2]
+#     /usr/bin/python3 bench/peers/lora_step_torch.py [--steps 5] [--warmup 2] [--configs L4-C128,L6-C256,GPT2-124M]
 # For each config it times one LoRA fine-tuning step (forward + backward + AdamW on the adapters,
 # base frozen) with torch.set_num_threads(1) and (2), and prints one JSON line per measurement
 # and one "best" line per config: tokens/s = B*T / median step time. loadavg_1m is the machine's
 # load when the measurement ended: on a shared machine, 2 threads lose badly when it is above 1.
 """The model is tests/pytorch/fedlora_gpt.py's GPT (the one the C# GPT is tested against): pre-LN
-GPT-2 blocks, tanh GELU, tied head, vocab 257, LoRA r=16 alpha=32 on c_attn, attn.c_proj, c_fc,
-mlp.c_proj; GPT-2 initialisation; random tokens; the loss counts every target."""
+GPT-2 blocks, tanh GELU, tied head, LoRA r=16 alpha=32 on c_attn, attn.c_proj, c_fc, mlp.c_proj;
+GPT-2 initialisation; random tokens; the loss counts every target. Vocabulary 257 for the byte-level
+configs, 50,257 for GPT2-124M (GPT-2 124M's shapes: L=12, C=768, 12 heads, B=4, T=256), whose
+full (B*T, V) logits PyTorch holds. peak_rss_bytes is the process's peak resident memory so far."""
 
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -22,16 +25,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import fedlora_gpt  # noqa: E402
 
 CONFIGS = [
-    dict(name="L4-C128", n_layer=4, n_embd=128, n_head=4, seq_len=256, batch=8, rank=16),
-    dict(name="L6-C256", n_layer=6, n_embd=256, n_head=8, seq_len=256, batch=8, rank=16),
+    dict(name="L4-C128", n_layer=4, n_embd=128, n_head=4, seq_len=256, batch=8, rank=16, vocab=257),
+    dict(name="L6-C256", n_layer=6, n_embd=256, n_head=8, seq_len=256, batch=8, rank=16, vocab=257),
+    dict(name="GPT2-124M", n_layer=12, n_embd=768, n_head=12, seq_len=256, batch=4, rank=16, vocab=50257),
 ]
-VOCAB = 257
 
 
 def measure(config, threads, steps, warmup, seed=1337):
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    gpt_config = fedlora_gpt.GPTConfig(vocab_size=VOCAB, context_length=config["seq_len"], n_layer=config["n_layer"],
+    vocab = config["vocab"]
+    gpt_config = fedlora_gpt.GPTConfig(vocab_size=vocab, context_length=config["seq_len"], n_layer=config["n_layer"],
                                        n_embd=config["n_embd"], n_head=config["n_head"])
     lora = fedlora_gpt.LoraConfig(rank=config["rank"], alpha=2.0 * config["rank"])
     model = fedlora_gpt.GPT(gpt_config, lora)
@@ -39,7 +43,7 @@ def measure(config, threads, steps, warmup, seed=1337):
     model.freeze_base()
     adapters = [p for _, p in model.lora_parameters()]
     optimizer = torch.optim.AdamW(adapters, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
-    tokens = torch.randint(0, VOCAB, (config["batch"], config["seq_len"] + 1))
+    tokens = torch.randint(0, vocab, (config["batch"], config["seq_len"] + 1))
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
 
     def step():
@@ -58,19 +62,21 @@ def measure(config, threads, steps, warmup, seed=1337):
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
     return dict(peer="torch", config=config["name"], threads=threads, n_layer=config["n_layer"], n_embd=config["n_embd"],
-                n_head=config["n_head"], seq_len=config["seq_len"], batch=config["batch"], rank=config["rank"], vocab=VOCAB,
+                n_head=config["n_head"], seq_len=config["seq_len"], batch=config["batch"], rank=config["rank"], vocab=vocab,
                 steps=steps, step_ms_median=round(median * 1e3, 2), step_ms_min=round(min(times) * 1e3, 2),
                 tokens_per_s=round(config["batch"] * config["seq_len"] / median, 1), final_loss=round(loss, 4),
                 lora_params=sum(p.numel() for p in adapters), torch=torch.__version__,
-                loadavg_1m=round(os.getloadavg()[0], 2))
+                loadavg_1m=round(os.getloadavg()[0], 2), peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
+    parser.add_argument("--configs", default="L4-C128,L6-C256", help="comma-separated configs to run")
     args = parser.parse_args()
-    for config in CONFIGS:
+    chosen = args.configs.split(",")
+    for config in [c for c in CONFIGS if c["name"] in chosen]:
         results = [measure(config, threads, args.steps, args.warmup) for threads in (1, 2)]
         for result in results:
             print(json.dumps(result), flush=True)

@@ -1,7 +1,10 @@
 using System.CommandLine;
 using System.Globalization;
 using FedLora.Kernels;
+using FedLora.Lora;
 using FedLora.Model;
+using FedLora.Model.HuggingFace;
+using FedLora.Model.Tokenization;
 
 namespace FedLora.Cli;
 
@@ -28,9 +31,27 @@ internal static class CommonOptions
 
     public static Option<string> BaseModel() => new("--model")
     {
-        Description = "The base model checkpoint (safetensors); default: the shipped models/base.safetensors",
+        Description = "The base model: a FedLora checkpoint (.safetensors), or a Hugging Face GPT-2 folder (config.json, model.safetensors or shards, vocab.json + merges.txt or tokenizer.json); default: the shipped models/base.safetensors",
         DefaultValueFactory = _ => Paths.DefaultBaseModel,
     };
+
+    /// <summary>The tokenizer of a --model: a Hugging Face folder's own, else the shipped model's byte-level one.</summary>
+    public static ITokenizer LoadTokenizer(string path)
+    {
+        if (!HuggingFaceGpt2.IsModelFolder(path))
+        {
+            if (Directory.Exists(path)) throw new UsageException($"--model {path}: the folder has no config.json; a Hugging Face model folder holds config.json, model.safetensors and the tokenizer files");
+            return ByteTokenizer.Instance;
+        }
+        try
+        {
+            return HuggingFaceGpt2.LoadTokenizer(path);
+        }
+        catch (InvalidDataException e)
+        {
+            throw new UsageException($"--model {path}: {e.Message}");
+        }
+    }
 
     public static Option<T> Positive<T>(string name, string description, T defaultValue) where T : struct, IComparable<T>
     {
@@ -55,16 +76,49 @@ internal static class CommonOptions
         }
     }
 
-    public static Gpt LoadModel(string path, Backend backend, int batch, int context)
+    /// <summary>
+    /// Loads a --model (a FedLora checkpoint or a Hugging Face GPT-2 folder) for batches of (batch,
+    /// context); with <paramref name="upToModelContext"/>, a context beyond the model's is cut to it.
+    /// </summary>
+    public static Gpt LoadModel(string path, Backend backend, int batch, int context, bool upToModelContext = false)
     {
-        Paths.RequireFile(path, "base model", "Pass --model PATH, or build one with `fedlora pretrain` (README shows the command that made the shipped one).");
-        var model = GptCheckpoint.Load(path, backend, batch, context);
-        if (context > model.Config.ContextLength)
+        Gpt model;
+        if (HuggingFaceGpt2.IsModelFolder(path))
+        {
+            try
+            {
+                model = HuggingFaceGpt2.Load(path, backend, batch, context).Model;
+            }
+            catch (InvalidDataException e)
+            {
+                throw new UsageException($"--model {path}: {e.Message}");
+            }
+        }
+        else
+        {
+            LoadTokenizer(path);
+            Paths.RequireFile(path, "base model", "Pass --model PATH (a FedLora checkpoint or a Hugging Face GPT-2 folder), or build one with `fedlora pretrain` (README shows the command that made the shipped one).");
+            model = GptCheckpoint.Load(path, backend, batch, context);
+        }
+        if (context > model.Config.ContextLength && !upToModelContext)
         {
             model.Dispose();
             throw new UsageException($"--context {context} exceeds the model's context length {model.Config.ContextLength}");
         }
         return model;
+    }
+
+    /// <summary>Opens a --adapter: a peft adapter folder (peft's or FedLora's) or a FedLora adapter file.</summary>
+    public static AdapterSet LoadAdapter(string path, Backend backend)
+    {
+        try
+        {
+            return PeftAdapter.Open(path, backend);
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException)
+        {
+            throw new UsageException($"--adapter {path}: {e.Message}");
+        }
     }
 
     /// <summary>Parses "64,32,16" into whole numbers.</summary>

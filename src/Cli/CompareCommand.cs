@@ -32,7 +32,7 @@ internal static class CompareCommand
                 throw new UsageException($"--methods: unknown {string.Join(", ", unknown)}; choose from {string.Join(", ", StrategyCatalog.Names)}");
             }
             var job = options.Read(parse, "compare");
-            var data = InstructionData.Load(job.DataDirectory, job.Partition, job.ClientCount, job.Seed);
+            var data = InstructionData.Load(job.DataDirectory, job.Partition, job.ClientCount, job.Seed, CommonOptions.LoadTokenizer(job.ModelPath));
             using var backend = CommonOptions.CreateBackend(job.Device);
             // Build every method once first, so that a bad budget for any of them fails before hours of training.
             foreach (var name in names) FederatedRunner.Prepare(name, job, data, backend).Model.Dispose();

@@ -37,7 +37,7 @@ internal static class FederatedRunner
             var (settings, budgets) = job.BudgetsFor(method, data.Clients.Count);
             var strategy = StrategyCatalog.Create(method, modules, settings);
             var clients = data.Clients.Select((examples, id) => new FederatedClient(id, examples.Count, budgets[id],
-                seed => new Model.Data.InstructionBatcher(examples, job.Batch, job.Context, seed))).ToList();
+                seed => new Model.Data.InstructionBatcher(examples, job.Batch, job.Context, seed, data.EndOfText))).ToList();
             var options = new SimulationOptions(job.Rounds, job.ClientsPerRound, job.Local, job.Seed);
             var simulation = new FederatedSimulation(strategy, model, clients, data.EvaluationSets(job.Batch, job.Context), options);
             return (simulation, model, $"global rank {settings.Rank}, clients {string.Join(",", budgets)}");
@@ -76,8 +76,11 @@ internal static class FederatedRunner
             watch.Elapsed.TotalSeconds);
     }
 
-    /// <summary>Saves the global model of a finished run: its adapters, or for FLoRA the merged base weights.</summary>
-    public static string SaveGlobal(FederatedSimulation simulation, Gpt model, string folder)
+    /// <summary>
+    /// Saves the global model of a finished run: its adapters as a peft folder (folder/adapter), or for
+    /// FLoRA the merged base weights.
+    /// </summary>
+    public static string SaveGlobal(FederatedSimulation simulation, Gpt model, string folder, string baseModel)
     {
         var state = simulation.State!;
         if (state.Rank == 0)
@@ -92,8 +95,8 @@ internal static class FederatedRunner
             model.Backend.Upload(state.Adapters[m].A, adapters.Adapters[m].A);
             model.Backend.Upload(state.Adapters[m].B, adapters.Adapters[m].B);
         }
-        var adapterPath = Path.Combine(folder, "adapter_model.safetensors");
-        AdapterFile.Save(adapters, adapterPath);
+        var adapterPath = Path.Combine(folder, "adapter");
+        PeftAdapter.Save(adapters, adapterPath, baseModel);
         return adapterPath;
     }
 

@@ -19,7 +19,7 @@ internal static class FinetuneCommand
         var batch = CommonOptions.Positive("--batch", "Examples per step", 8);
         var context = CommonOptions.Positive("--context", "Tokens per example window", 128);
         var rate = CommonOptions.Positive("--lr", "Learning rate (cosine decay to 10% after 5% warmup)", 2e-3f);
-        var output = new Option<string?>("--out") { Description = "Where to write the adapter; default: runs/finetune-TIME/adapter_model.safetensors" };
+        var output = new Option<string?>("--out") { Description = "The folder to write the adapter to (a peft adapter folder); default: runs/finetune-TIME/adapter" };
         var model = CommonOptions.BaseModel();
         var data = CommonOptions.Data();
         var device = CommonOptions.Device();
@@ -33,8 +33,9 @@ internal static class FinetuneCommand
             var (r, b, t, runSeed) = (parse.GetValue(rank), parse.GetValue(batch), parse.GetValue(context), parse.GetValue(seed));
             var options = new TrainingOptions(parse.GetValue(steps), parse.GetValue(rate), WarmupSteps: parse.GetValue(steps) / 20, MinimumLearningRateFraction: 0.1f);
             var layers = CommonOptions.ParseTargets(parse.GetValue(targets)!);
-            var outPath = parse.GetValue(output) ?? Path.Combine(Paths.DefaultOutput("finetune"), "adapter_model.safetensors");
-            var dolly = InstructionData.Load(parse.GetValue(data)!, "natural", 10, runSeed);
+            var outPath = parse.GetValue(output) ?? Path.Combine(Paths.DefaultOutput("finetune"), "adapter");
+            if (File.Exists(outPath)) throw new UsageException($"--out {outPath} is a file; the adapter is written as a folder (adapter_config.json, adapter_model.safetensors)");
+            var dolly = InstructionData.Load(parse.GetValue(data)!, "natural", 10, runSeed, CommonOptions.LoadTokenizer(parse.GetValue(model)!));
             using var backend = CommonOptions.CreateBackend(parse.GetValue(device)!);
             using var gpt = CommonOptions.LoadModel(parse.GetValue(model)!, backend, b, t);
             var modules = gpt.Layout.LoraModules(layers);
@@ -51,7 +52,7 @@ internal static class FinetuneCommand
                 .Start(progress =>
                 {
                     var task = progress.AddTask("finetune", maxValue: options.Steps);
-                    LocalTrainer.Train(gpt, adapters.Parameters, adapters.Gradients, new InstructionBatcher(pooled, b, t, runSeed), options, onStep: step =>
+                    LocalTrainer.Train(gpt, adapters.Parameters, adapters.Gradients, new InstructionBatcher(pooled, b, t, runSeed, dolly.EndOfText), options, onStep: step =>
                     {
                         task.Increment(1);
                         task.Description = string.Create(CultureInfo.InvariantCulture, $"step {step.Step + 1} loss {step.Loss:0.000}");
@@ -62,8 +63,7 @@ internal static class FinetuneCommand
             {
                 table.AddRow(set.Name, CommonOptions.Number(before[set.Name]), CommonOptions.Number(LocalTrainer.Evaluate(gpt, set.Batches).Loss));
             }
-            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(outPath))!);
-            AdapterFile.Save(adapters, outPath);
+            PeftAdapter.Save(adapters, outPath, parse.GetValue(model)!);
             AnsiConsole.Write(table);
             AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"adapter: {outPath}");
             return 0;

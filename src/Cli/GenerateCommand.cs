@@ -1,9 +1,7 @@
 using System.CommandLine;
 using FedLora.Lora;
-using FedLora.Lora.Safetensors;
 using FedLora.Model;
 using FedLora.Model.Data;
-using FedLora.Model.Tokenization;
 
 namespace FedLora.Cli;
 
@@ -14,7 +12,7 @@ internal static class GenerateCommand
     {
         var prompt = new Option<string>("--prompt") { Description = "The text to continue (or, with --instruction, the instruction to answer)", Required = true };
         var instruction = new Option<bool>("--instruction") { Description = "Wrap the prompt in the instruction template and stop at end-of-text" };
-        var adapter = new Option<string?>("--adapter") { Description = "A LoRA adapter file (from finetune or simulate) to apply" };
+        var adapter = new Option<string?>("--adapter") { Description = "A LoRA adapter to apply: a peft adapter folder (from finetune, simulate, serve or peft) or a FedLora adapter file" };
         var tokens = CommonOptions.Positive("--max-tokens", "Tokens to generate at most", 200);
         var temperature = new Option<float>("--temperature") { Description = "Sampling temperature (0: greedy)", DefaultValueFactory = _ => 0.8f };
         var topK = new Option<int>("--top-k") { Description = "Sample among the k likeliest tokens (0: all)", DefaultValueFactory = _ => 40 };
@@ -30,21 +28,31 @@ internal static class GenerateCommand
             var sampler = new Sampler(parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(seed));
             var text = parse.GetValue(prompt)!;
             var asInstruction = parse.GetValue(instruction);
-            var promptTokens = ByteTokenizer.Instance.Encode(asInstruction ? InstructionTemplate.FormatPrompt(text, "") : text);
+            var modelPath = parse.GetValue(model)!;
+            var tokenizer = CommonOptions.LoadTokenizer(modelPath);
+            var promptTokens = tokenizer.Encode(asInstruction ? InstructionTemplate.FormatPrompt(text, "") : text);
+            if (promptTokens.Length == 0) throw new UsageException("--prompt is empty: give some text to continue");
             using var backend = CommonOptions.CreateBackend(parse.GetValue(device)!);
-            var modelPath = Paths.RequireFile(parse.GetValue(model)!, "model", "Pass --model PATH to a checkpoint.");
-            using var gpt = GptCheckpoint.Load(modelPath, backend, 1, int.MaxValue);
+            using var gpt = CommonOptions.LoadModel(modelPath, backend, 1, int.MaxValue, upToModelContext: true);
             AdapterSet? adapters = null;
             if (parse.GetValue(adapter) is { } adapterPath)
             {
-                adapters = AdapterFile.Open(SafetensorsFile.Load(Paths.RequireFile(adapterPath, "adapter", "Pass --adapter PATH to an adapter file.")), backend);
-                gpt.Attach(adapters);
+                adapters = CommonOptions.LoadAdapter(adapterPath, backend);
+                try
+                {
+                    gpt.Attach(adapters);
+                }
+                catch (ArgumentException e)
+                {
+                    adapters.Dispose();
+                    throw new UsageException($"--adapter {adapterPath} does not fit --model {modelPath}: {e.Message}");
+                }
             }
             using (adapters)
             {
-                var output = Generation.Generate(gpt, promptTokens, parse.GetValue(tokens), sampler, asInstruction ? ByteTokenizer.EndOfText : null);
-                var generated = output.Length > 0 && output[^1] == ByteTokenizer.EndOfText ? output[..^1] : output;
-                Console.WriteLine((asInstruction ? "" : text) + ByteTokenizer.Instance.Decode(generated));
+                var output = Generation.Generate(gpt, promptTokens, parse.GetValue(tokens), sampler, asInstruction ? tokenizer.EndOfText : null);
+                var generated = output.Length > 0 && output[^1] == tokenizer.EndOfText ? output[..^1] : output;
+                Console.WriteLine((asInstruction ? "" : text) + tokenizer.Decode(generated));
             }
             return 0;
         }));

@@ -1,16 +1,20 @@
 using System.Globalization;
 using FedLora.Federation;
 using FedLora.Model.Data;
+using FedLora.Model.Tokenization;
 
 namespace FedLora.Cli;
 
 /// <summary>Dolly-15k as FedLora's commands use it: client shards, tokenized, and the held-out test set.</summary>
 internal sealed class InstructionData
 {
-    private InstructionData(IReadOnlyList<IReadOnlyList<InstructionExample>> clients, IReadOnlyList<InstructionRecord> test)
+    private readonly ITokenizer _tokenizer;
+
+    private InstructionData(IReadOnlyList<IReadOnlyList<InstructionExample>> clients, IReadOnlyList<InstructionRecord> test, ITokenizer tokenizer)
     {
         Clients = clients;
         Test = test;
+        _tokenizer = tokenizer;
     }
 
     /// <summary>Each client's tokenized examples.</summary>
@@ -22,9 +26,10 @@ internal sealed class InstructionData
     /// <summary>
     /// Loads dolly15k-fedit-10 under <paramref name="dataDirectory"/> and splits it: "natural" keeps the
     /// shipped 10-client split; "iid" and "dirichlet:ALPHA" pool every record and re-split it over
-    /// <paramref name="clientCount"/> clients (by category for Dirichlet).
+    /// <paramref name="clientCount"/> clients (by category for Dirichlet). Text becomes tokens with
+    /// <paramref name="tokenizer"/>, the model's.
     /// </summary>
-    public static InstructionData Load(string dataDirectory, string partition, int clientCount, int seed)
+    public static InstructionData Load(string dataDirectory, string partition, int clientCount, int seed, ITokenizer tokenizer)
     {
         var directory = Path.Combine(dataDirectory, "dolly15k-fedit-10");
         Paths.RequireDirectory(directory, "Dolly data folder", "Pass --data with the folder that holds dolly15k-fedit-10/ (the repository's data/).");
@@ -49,9 +54,12 @@ internal sealed class InstructionData
         {
             throw new UsageException($"--partition '{partition}' is not natural, iid or dirichlet:ALPHA (ALPHA > 0, e.g. dirichlet:0.5)");
         }
-        var clients = shards.Select(shard => (IReadOnlyList<InstructionExample>)shard.Select(InstructionTemplate.Tokenize).ToArray()).ToArray();
-        return new InstructionData(clients, federated.Test);
+        var clients = shards.Select(shard => (IReadOnlyList<InstructionExample>)shard.Select(record => InstructionTemplate.Tokenize(record, tokenizer)).ToArray()).ToArray();
+        return new InstructionData(clients, federated.Test, tokenizer);
     }
+
+    /// <summary>The end-of-text token of the tokenizer the examples were made with (batches pad with it).</summary>
+    public int EndOfText => _tokenizer.EndOfText;
 
     /// <summary>All clients' examples together: the centralized baseline's training set.</summary>
     public IReadOnlyList<InstructionExample> Pooled() => Clients.SelectMany(c => c).ToArray();
@@ -61,12 +69,14 @@ internal sealed class InstructionData
     {
         var sets = new List<EvaluationSet>
         {
-            new("all", InstructionBatcher.InOrder(Test.Select(InstructionTemplate.Tokenize).ToArray(), batch, context).ToList()),
+            new("all", InstructionBatcher.InOrder(Test.Select(Tokenize).ToArray(), batch, context, EndOfText).ToList()),
         };
         foreach (var group in Test.GroupBy(r => r.Category, StringComparer.Ordinal).OrderBy(g => g.Key, StringComparer.Ordinal))
         {
-            sets.Add(new EvaluationSet(group.Key, InstructionBatcher.InOrder(group.Select(InstructionTemplate.Tokenize).ToArray(), batch, context).ToList()));
+            sets.Add(new EvaluationSet(group.Key, InstructionBatcher.InOrder(group.Select(Tokenize).ToArray(), batch, context, EndOfText).ToList()));
         }
         return sets;
     }
+
+    private InstructionExample Tokenize(InstructionRecord record) => InstructionTemplate.Tokenize(record, _tokenizer);
 }

@@ -22,12 +22,14 @@ internal static class JoinCommand
         var poll = CommonOptions.Positive("--poll-seconds", "Seconds between two polls for an assignment", 2.0);
         var maxHours = CommonOptions.Positive("--max-hours", "Give up after this many hours", 72.0);
         var data = CommonOptions.Data();
+        var model = CommonOptions.BaseModel();
+        model.Description = "The model the server runs, for its tokenizer: a Hugging Face GPT-2 folder, or the default (the shipped model's byte-level tokenizer)";
         var device = CommonOptions.Device();
         var seed = CommonOptions.Seed();
         var command = new Command("join",
             "Join a federated job run by `fedlora serve`: enroll, then train on this client's own shard whenever the server samples it, until the job ends; safe to stop and restart")
         {
-            server, clientId, token, tokenFile, trust, data, partition, clients, seed, device, poll, maxHours,
+            server, clientId, token, tokenFile, trust, data, model, partition, clients, seed, device, poll, maxHours,
         };
         command.SetAction(parse => Verb.Run(() =>
         {
@@ -38,7 +40,8 @@ internal static class JoinCommand
             var id = parse.GetValue(clientId);
             var secret = ReadToken(parse.GetValue(token), parse.GetValue(tokenFile));
             var shards = InstructionData.Load(parse.GetValue(data)!, parse.GetValue(partition)!,
-                parse.GetValue(partition)!.Trim().Equals("natural", StringComparison.OrdinalIgnoreCase) ? 10 : parse.GetValue(clients), parse.GetValue(seed));
+                parse.GetValue(partition)!.Trim().Equals("natural", StringComparison.OrdinalIgnoreCase) ? 10 : parse.GetValue(clients), parse.GetValue(seed),
+                CommonOptions.LoadTokenizer(parse.GetValue(model)!));
             if (id < 0 || id >= shards.Clients.Count) throw new UsageException($"--client-id {id} must be in [0, {shards.Clients.Count - 1}] for this partition");
             using var pinned = LoadCertificate(parse.GetValue(trust));
             using var handler = new SocketsHttpHandler();

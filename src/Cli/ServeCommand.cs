@@ -119,13 +119,13 @@ internal static class ServeCommand
             {
                 throw new UsageException($"{name}: {e.Message}");
             }
-            return RunAsync(strategy, model, budgets, clientTokens, serverOptions, address, listenPort, cert, job.Output).GetAwaiter().GetResult();
+            return RunAsync(strategy, model, budgets, clientTokens, serverOptions, address, listenPort, cert, job.Output, job.ModelPath).GetAwaiter().GetResult();
         }));
         return command;
     }
 
     private static async Task<int> RunAsync(IFederatedStrategy strategy, Gpt model, IReadOnlyList<ClientBudget> budgets, ClientTokens tokens,
-        ServerOptions options, IPAddress address, int port, X509Certificate2? certificate, string output)
+        ServerOptions options, IPAddress address, int port, X509Certificate2? certificate, string output, string baseModel)
     {
         await using var server = new FederatedServer(strategy, model, budgets, tokens, options);
         server.Coordinator.RoundCompleted += round =>
@@ -151,7 +151,7 @@ internal static class ServeCommand
                 $"stopped in round {server.Coordinator.State.Round + 1} with its {server.Coordinator.AcceptedCount} accepted updates kept; run the same command again to resume from {options.StateDirectory}");
             return 0;
         }
-        var saved = SaveGlobal(server, output);
+        var saved = SaveGlobal(server, output, baseModel);
         AnsiConsole.MarkupLine("telling the clients the job is over (up to 60 s)");
         try
         {
@@ -166,8 +166,8 @@ internal static class ServeCommand
         return 0;
     }
 
-    /// <summary>Saves the global model: its adapters, or for FLoRA the merged base weights.</summary>
-    private static string SaveGlobal(FederatedServer server, string folder)
+    /// <summary>Saves the global model: its adapters as a peft folder, or for FLoRA the merged base weights.</summary>
+    private static string SaveGlobal(FederatedServer server, string folder, string baseModel)
     {
         var state = server.Coordinator.State;
         return server.Coordinator.WithModel((model, _) =>
@@ -180,11 +180,10 @@ internal static class ServeCommand
                 return path;
             }
             using var adapters = GlobalModel.Adapters(model, state)!;
-            var adapterPath = Path.Combine(folder, "adapter_model.safetensors");
-            AdapterFile.Save(adapters, adapterPath);
-            StateStore.MakeOwnerOnly(adapterPath);
-            var config = Path.Combine(folder, "adapter_config.json");
-            if (File.Exists(config)) StateStore.MakeOwnerOnly(config);
+            var adapterPath = Path.Combine(folder, "adapter");
+            StateStore.CreateOwnerOnly(adapterPath);
+            PeftAdapter.Save(adapters, adapterPath, baseModel);
+            foreach (var file in Directory.EnumerateFiles(adapterPath)) StateStore.MakeOwnerOnly(file);
             return adapterPath;
         });
     }

@@ -99,7 +99,35 @@ public sealed class CliTests : IDisposable
         Assert.Equal(3, csv.Length);
         Assert.StartsWith("method,round,loss_all,", csv[0], StringComparison.Ordinal);
         Assert.True(File.Exists(Path.Combine(output, "results.json")));
-        Assert.True(File.Exists(Path.Combine(output, "adapter_model.safetensors")));
+        Assert.True(File.Exists(Path.Combine(output, "adapter", "adapter_model.safetensors")));
+        Assert.True(File.Exists(Path.Combine(output, "adapter", "adapter_config.json")));
+    }
+
+    [Fact]
+    public void Simulate_HuggingFaceFolder_WritesAPeftAdapterFolderThatGenerateLoads()
+    {
+        var model = Path.Combine(RepositoryRoot(), "tests", "fixtures", "hf-gpt2-tiny");
+        var output = Path.Combine(_scratch, "hf");
+        var (exitCode, text) = Fedlora([.. "simulate --method fslora --ranks 4,4,2,2,2,2,2,2,2,2".Split(' '), .. Tiny.Split(','), "--model", model, "--out", output]);
+        Assert.True(exitCode == 0, text);
+        var config = File.ReadAllText(Path.Combine(output, "adapter", "adapter_config.json"));
+        Assert.Contains("\"peft_type\": \"LORA\"", config, StringComparison.Ordinal);
+        Assert.Contains(model.Replace("\\", "\\\\", StringComparison.Ordinal), config, StringComparison.Ordinal);
+        var (generated, generatedText) = Fedlora("generate", "--model", model, "--adapter", Path.Combine(output, "adapter"), "--prompt", "The capital", "--max-tokens", "5", "--temperature", "0");
+        Assert.True(generated == 0, generatedText);
+        Assert.StartsWith("The capital", generatedText, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Simulate_HuggingFaceFolderWithUnknownArchitecture_FailsNamingIt()
+    {
+        var folder = Path.Combine(_scratch, "llama");
+        Directory.CreateDirectory(folder);
+        File.WriteAllText(Path.Combine(folder, "config.json"), "{\"architectures\": [\"LlamaForCausalLM\"]}");
+        var (exitCode, output) = Fedlora("simulate", "--model", folder);
+        Assert.NotEqual(0, exitCode);
+        Assert.Contains("architecture 'LlamaForCausalLM' is not supported", output.ReplaceLineEndings(""), StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", output, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -117,7 +145,7 @@ public sealed class CliTests : IDisposable
     [Fact]
     public void Generate_WithAFinetunedAdapter_PrintsTheAdaptedModelsText()
     {
-        var adapter = Path.Combine(_scratch, "adapter.safetensors");
+        var adapter = Path.Combine(_scratch, "adapter");
         var (trained, trainText) = Fedlora("finetune", "--steps", "4", "--batch", "2", "--context", "32", "--rank", "4", "--lr", "0.05", "--out", adapter);
         Assert.True(trained == 0, trainText);
         const string Prompt = "What is a tree?";

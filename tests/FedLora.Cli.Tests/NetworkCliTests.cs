@@ -123,7 +123,7 @@ public sealed class NetworkCliTests : IDisposable
             var served = await Finish(server, "serve");
             Assert.True(served.ExitCode == 0, served.Output);
             Assert.All(joined, j => Assert.True(j.ExitCode == 0 && j.Output.Contains("job finished: trained 2 rounds", StringComparison.Ordinal), j.Output));
-            Assert.True(File.Exists(Path.Combine(output, "adapter_model.safetensors")));
+            Assert.True(File.Exists(Path.Combine(output, "adapter", "adapter_model.safetensors")));
             Assert.True(File.Exists(Path.Combine(output, "state", "job.db")));
         }
         finally

@@ -1,3 +1,5 @@
+using FedLora.Model.Tokenization;
+
 namespace FedLora.Model.Data;
 
 /// <summary>
@@ -8,7 +10,8 @@ namespace FedLora.Model.Data;
 /// <para>A row holds a window of T+1 consecutive tokens of one example, starting at s: inputs
 /// are tokens[s, s+T), targets tokens[s+1, s+T+1), and a target counts (is not -1) only when it
 /// is a response or end-of-text token (index &gt;= PromptLength). Positions past the example's
-/// end are padding: end-of-text input, target -1.</para>
+/// end are padding: the end-of-text token as input (the byte tokenizer's unless another is given;
+/// padding follows the example, so under causal attention its value changes no counted loss), target -1.</para>
 /// <para>An example of L tokens that fits (L &lt;= T+1) starts at s = 0. A longer one starts at
 /// s = max(0, min(PromptLength - T/2, L - (T+1))): the prompt keeps at most its last T/2
 /// tokens (it is cut from the left, so the instruction and "### Response:" survive, see
@@ -23,10 +26,11 @@ public sealed class InstructionBatcher : ITokenBatchSource
     private readonly IReadOnlyList<InstructionExample> _examples;
     private readonly int[] _order;
     private readonly Random _random;
+    private readonly int _endOfText;
     private int _next;
 
     /// <summary>Creates a seeded batch stream over <paramref name="examples"/> (kept, not copied).</summary>
-    public InstructionBatcher(IReadOnlyList<InstructionExample> examples, int batchSize, int context, int seed)
+    public InstructionBatcher(IReadOnlyList<InstructionExample> examples, int batchSize, int context, int seed, int endOfText = ByteTokenizer.EndOfText)
     {
         ArgumentNullException.ThrowIfNull(examples);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
@@ -35,6 +39,7 @@ public sealed class InstructionBatcher : ITokenBatchSource
         _examples = examples;
         BatchSize = batchSize;
         Context = context;
+        _endOfText = endOfText;
         _order = new int[examples.Count];
         _random = new Random(seed);
         Shuffle();
@@ -60,15 +65,15 @@ public sealed class InstructionBatcher : ITokenBatchSource
                 Epoch++;
                 Shuffle();
             }
-            WriteRow(_examples[_order[_next++]], batch, row);
+            WriteRow(_examples[_order[_next++]], batch, row, _endOfText);
         }
     }
 
     /// <summary>
     /// Every example once, in order, B per batch; the last batch's unused rows are padding
-    /// (end-of-text tokens, target -1). For evaluation.
+    /// (<paramref name="endOfText"/> tokens, target -1). For evaluation.
     /// </summary>
-    public static IEnumerable<TokenBatch> InOrder(IReadOnlyList<InstructionExample> examples, int batchSize, int context)
+    public static IEnumerable<TokenBatch> InOrder(IReadOnlyList<InstructionExample> examples, int batchSize, int context, int endOfText = ByteTokenizer.EndOfText)
     {
         ArgumentNullException.ThrowIfNull(examples);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
@@ -82,8 +87,8 @@ public sealed class InstructionBatcher : ITokenBatchSource
                 var batch = new TokenBatch(batchSize, context);
                 for (var row = 0; row < batchSize; row++)
                 {
-                    if (first + row < examples.Count) WriteRow(examples[first + row], batch, row);
-                    else batch.PadRow(row);
+                    if (first + row < examples.Count) WriteRow(examples[first + row], batch, row, endOfText);
+                    else batch.PadRow(row, endOfText);
                 }
                 yield return batch;
             }
@@ -99,11 +104,11 @@ public sealed class InstructionBatcher : ITokenBatchSource
         return Math.Max(0, Math.Min(example.PromptLength - context / 2, length - (context + 1)));
     }
 
-    private static void WriteRow(InstructionExample example, TokenBatch batch, int row)
+    private static void WriteRow(InstructionExample example, TokenBatch batch, int row, int endOfText)
     {
-        batch.PadRow(row);
-        var t = batch.Context;
         var tokens = example.Tokens;
+        batch.PadRow(row, endOfText);
+        var t = batch.Context;
         var start = WindowStart(example, t);
         var inputs = Math.Min(t, tokens.Length - start);
         tokens.AsSpan(start, inputs).CopyTo(batch.Tokens.AsSpan(row * t, inputs));

@@ -32,18 +32,27 @@ public static class InstructionTemplate
     }
 
     /// <summary>
-    /// Tokens of prompt + response + end-of-text, with the prompt's length: the loss counts the
-    /// targets at positions PromptLength and after (the response and end-of-text), not the prompt.
+    /// Tokens of prompt + response + end-of-text in the byte-level tokenizer, with the prompt's length:
+    /// the loss counts the targets at positions PromptLength and after (the response and
+    /// end-of-text), not the prompt.
     /// </summary>
-    public static InstructionExample Tokenize(InstructionRecord record)
+    public static InstructionExample Tokenize(InstructionRecord record) => Tokenize(record, ByteTokenizer.Instance);
+
+    /// <summary>
+    /// Tokens of prompt + response + end-of-text in <paramref name="tokenizer"/>. Prompt and response are
+    /// encoded separately, so the prompt's tokens are the same whatever the response (a BPE could
+    /// otherwise merge across the boundary).
+    /// </summary>
+    public static InstructionExample Tokenize(InstructionRecord record, ITokenizer tokenizer)
     {
         ArgumentNullException.ThrowIfNull(record);
-        var prompt = ByteTokenizer.Instance.Encode(FormatPrompt(record.Instruction, record.Context));
-        var response = ByteTokenizer.Instance.Encode(record.Response.Trim());
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        var prompt = tokenizer.Encode(FormatPrompt(record.Instruction, record.Context));
+        var response = tokenizer.Encode(record.Response.Trim());
         var tokens = new int[prompt.Length + response.Length + 1];
         prompt.CopyTo(tokens, 0);
         response.CopyTo(tokens, prompt.Length);
-        tokens[^1] = ByteTokenizer.EndOfText;
+        tokens[^1] = tokenizer.EndOfText;
         return new InstructionExample(tokens, prompt.Length);
     }
 }

@@ -1,3 +1,5 @@
+using FedLora.Model.Tokenization;
+
 namespace FedLora.Model.Data;
 
 /// <summary>
@@ -60,10 +62,10 @@ public sealed class TextBatcher : ITokenBatchSource
 
     /// <summary>
     /// Every window once, in text order, B per batch; the last batch's unused rows are padding
-    /// (end-of-text tokens, target -1). For evaluation: the mean loss over the counted targets is the
-    /// held-out loss.
+    /// (<paramref name="endOfText"/> tokens, target -1). For evaluation: the mean loss over the counted
+    /// targets is the held-out loss.
     /// </summary>
-    public static IEnumerable<TokenBatch> InOrder(int[] tokens, int batchSize, int context)
+    public static IEnumerable<TokenBatch> InOrder(int[] tokens, int batchSize, int context, int endOfText = ByteTokenizer.EndOfText)
     {
         ArgumentNullException.ThrowIfNull(tokens);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
@@ -79,7 +81,7 @@ public sealed class TextBatcher : ITokenBatchSource
                 for (var row = 0; row < batchSize; row++)
                 {
                     if (first + row < windows) CopyWindow(tokens, first + row, batch, row);
-                    else batch.PadRow(row);
+                    else batch.PadRow(row, endOfText);
                 }
                 yield return batch;
             }

@@ -1,5 +1,3 @@
-using FedLora.Model.Tokenization;
-
 namespace FedLora.Model.Data;
 
 /// <summary>
@@ -52,10 +50,10 @@ public sealed class TokenBatch
         }
     }
 
-    /// <summary>Fills row <paramref name="row"/> with padding: end-of-text tokens, no counted targets.</summary>
-    internal void PadRow(int row)
+    /// <summary>Fills row <paramref name="row"/> with padding: <paramref name="endOfText"/> tokens, no counted targets.</summary>
+    internal void PadRow(int row, int endOfText)
     {
-        Tokens.AsSpan(row * Context, Context).Fill(ByteTokenizer.EndOfText);
+        Tokens.AsSpan(row * Context, Context).Fill(endOfText);
         Targets.AsSpan(row * Context, Context).Fill(-1);
     }
 }

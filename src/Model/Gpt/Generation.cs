@@ -24,7 +24,7 @@ public static class Generation
             var time = Math.Min(sequence.Count, model.MaxTime);
             var window = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(sequence)[^time..];
             model.Forward(1, time, window);
-            model.Backend.Download(model.Logits.Slice((time - 1) * vocab, vocab), logits);
+            model.CopyLogits(time - 1, logits);
             var next = sampler.Next(logits);
             sequence.Add(next);
             produced.Add(next);

@@ -15,6 +15,11 @@ namespace FedLora.Model;
 /// <see cref="AdapterSet"/>, and activations in one buffer sized for (maxB, maxT) at construction.
 /// The backward pass keeps one gradient of the residual stream and reuses one set of per-block
 /// scratch gradients for every block.
+/// The language-model head and its cross-entropy run over chunks of at most <see cref="LogitRows"/>
+/// rows, so at real vocabulary sizes (GPT-2's V = 50,257) the (B*T, V) logits, probabilities and
+/// their gradient are never held whole: the backward pass recomputes each chunk's logits (all but
+/// the last chunk's, which the forward pass leaves in place). When every row fits in one chunk (the
+/// byte-level model) nothing is recomputed and the ops are those of an unchunked head.
 /// </remarks>
 public sealed class Gpt : IDisposable
 {
@@ -32,9 +37,18 @@ public sealed class Gpt : IDisposable
     private int[] _targets = [];
     private int _batch, _time, _counted;
     private bool _haveTargets;
+    private int _heldFirstRow, _heldRows;
+    private bool _heldProbabilities;
 
-    /// <summary>Allocates a zero-initialised model and activations for batches of up to (maxBatch, maxTime).</summary>
-    public Gpt(Backend backend, GptConfig config, int maxBatch, int maxTime)
+    /// <summary>Floats of logits the head holds at once when the caller does not choose (32 MiB).</summary>
+    public const int DefaultLogitBudget = 1 << 23;
+
+    /// <summary>
+    /// Allocates a zero-initialised model and activations for batches of up to (maxBatch, maxTime). The
+    /// head computes at most <paramref name="logitRows"/> rows of logits at once (default: every row
+    /// when maxBatch*maxTime*V fits in <see cref="DefaultLogitBudget"/> floats, else as many rows as fit).
+    /// </summary>
+    public Gpt(Backend backend, GptConfig config, int maxBatch, int maxTime, int? logitRows = null)
     {
         ArgumentNullException.ThrowIfNull(backend);
         ArgumentNullException.ThrowIfNull(config);
@@ -49,10 +63,13 @@ public sealed class Gpt : IDisposable
         Layout = new GptParameters(config);
         MaxBatch = maxBatch;
         MaxTime = maxTime;
+        var rows = checked(maxBatch * maxTime);
+        if (logitRows is { } chosen && chosen <= 0) throw new ArgumentOutOfRangeException(nameof(logitRows), chosen, "the logit rows per chunk must be > 0");
+        LogitRows = Math.Min(rows, logitRows ?? Math.Max(1, DefaultLogitBudget / config.VocabSize));
         Parameters = backend.Allocate(Layout.Length);
         _weights = new Weights(Layout, Parameters);
-        _acts = new Activations(backend, config, maxBatch * maxTime, maxBatch);
-        _grads = new GradientScratch(backend, config, maxBatch * maxTime);
+        _acts = new Activations(backend, config, rows, maxBatch, LogitRows);
+        _grads = new GradientScratch(backend, config, rows, LogitRows);
         _adapterOf = new int[config.Layers * 4];
         Array.Fill(_adapterOf, -1);
     }
@@ -86,8 +103,48 @@ public sealed class Gpt : IDisposable
 
     private Weights? WeightGrads => TrainBase ? _weightGrads ??= new Weights(Layout, ParameterGradients) : null;
 
-    /// <summary>The (B,T,V) logits of the last forward pass (only the first B*T*V floats are current).</summary>
-    public BufferView Logits => _acts.Logits.Slice(0, _batch * _time * Config.VocabSize);
+    /// <summary>The most rows of logits the head holds at once (B*T rows are computed in chunks of this many).</summary>
+    public int LogitRows { get; }
+
+    /// <summary>
+    /// The (B,T,V) logits of the last forward pass, when its B*T rows fitted in one chunk of
+    /// <see cref="LogitRows"/>; otherwise use <see cref="CopyLogits"/>.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The last pass's logits were computed in chunks.</exception>
+    public BufferView Logits
+    {
+        get
+        {
+            var n = _batch * _time;
+            if (_heldFirstRow != 0 || _heldRows != n)
+            {
+                throw new InvalidOperationException(
+                    $"the last forward pass's {n} rows of logits were computed in chunks of {LogitRows} rows (V = {Config.VocabSize}) and are not held whole; use CopyLogits(row, destination)");
+            }
+            return _acts.Logits(n, Config.VocabSize);
+        }
+    }
+
+    /// <summary>
+    /// Copies the V logits of row <paramref name="row"/> (= b*T + t) of the last forward pass into
+    /// <paramref name="destination"/>, computing them again when that row's chunk is no longer held.
+    /// </summary>
+    public void CopyLogits(int row, Span<float> destination)
+    {
+        var n = _batch * _time;
+        if (n == 0) throw new InvalidOperationException("CopyLogits needs a forward pass first");
+        if ((uint)row >= (uint)n) throw new ArgumentOutOfRangeException(nameof(row), row, $"the row must be in [0, {n}) (B*T of the last forward pass)");
+        var v = Config.VocabSize;
+        if (destination.Length != v) throw new ArgumentException($"destination must hold V = {v} floats, got {destination.Length}", nameof(destination));
+        if (row < _heldFirstRow || row >= _heldFirstRow + _heldRows)
+        {
+            // One row only: the held chunk's probabilities (which Backward may still use) are not touched.
+            HeadLogits(row, 1);
+            _heldFirstRow = row;
+            _heldRows = 1;
+        }
+        Backend.Download(_acts.Logits(_heldRows, v).Slice((row - _heldFirstRow) * v, v), destination);
+    }
 
     /// <summary>Bytes this model holds on its backend (weights, gradients, activations, adapters).</summary>
     public long AllocatedBytes =>
@@ -177,13 +234,20 @@ public sealed class Gpt : IDisposable
             residual = layer.Residual3;
         }
         backend.LayerNormForward(n, c, residual, w.LnFWeight, w.LnFBias, _acts.LnF(n), _acts.LnFMean(n), _acts.LnFRstd(n));
-        backend.MatmulForward(n, c, v, _acts.LnF(n), w.TokenTable, null, Logits);
+        _heldProbabilities = false;
+        for (var first = 0; first < n; first += LogitRows)
+        {
+            var rows = Math.Min(LogitRows, n - first);
+            HeadLogits(first, rows);
+            if (_haveTargets) HeadCrossEntropy(first, rows);
+            (_heldFirstRow, _heldRows) = (first, rows);
+        }
+        _heldProbabilities = _haveTargets;
         if (!_haveTargets)
         {
             _counted = 0;
             return float.NaN;
         }
-        backend.CrossEntropyForward(n, v, Logits, _targets, _acts.Probabilities(n), _acts.Losses(n));
         _counted = 0;
         foreach (var target in _targets.AsSpan(0, n)) if (target >= 0) _counted++;
         if (_counted == 0) return float.NaN;
@@ -218,8 +282,7 @@ public sealed class Gpt : IDisposable
 
         // Each activation gradient's first writer overwrites it (accumulate: false), so none is zeroed
         // first; only residual, which LayerNormBackward adds into, is.
-        backend.CrossEntropyBackward(n, v, _acts.Probabilities(n), _targets, 1f / _counted, g.Logits(n, v), accumulate: false);
-        backend.MatmulBackward(n, c, v, g.Logits(n, v), _acts.LnF(n), w.TokenTable, g.Normed(n), dw?.TokenTable, null, accumulate: false);
+        HeadBackward(n, dw?.TokenTable);
         var residual = g.Residual(n);
         backend.Fill(residual, 0f);
         var lastResidual = _acts.Layer(Config.Layers - 1, n, b, t).Residual3;
@@ -253,6 +316,50 @@ public sealed class Gpt : IDisposable
         if (dw is not null)
         {
             backend.EmbeddingBackward(b, t, c, v, _tokens, residual, dw.TokenTable, dw.PositionTable);
+        }
+    }
+
+    /// <summary>logits(rows,V) = lnf[first..first+rows) wte^T: one chunk of the tied head, into the logits slot.</summary>
+    private void HeadLogits(int first, int rows)
+    {
+        var (c, v) = (Config.Channels, Config.VocabSize);
+        Backend.MatmulForward(rows, c, v, _acts.LnF(_batch * _time).Slice(first * c, rows * c), _weights.TokenTable, null, _acts.Logits(rows, v));
+    }
+
+    /// <summary>Probabilities and per-position losses of the chunk of rows whose logits are held.</summary>
+    private void HeadCrossEntropy(int first, int rows)
+    {
+        var v = Config.VocabSize;
+        Backend.CrossEntropyForward(rows, v, _acts.Logits(rows, v), _targets.AsSpan(first, rows), _acts.Probabilities(rows, v),
+            _acts.Losses(_batch * _time).Slice(first, rows));
+    }
+
+    /// <summary>
+    /// The head's backward, chunk by chunk from the last (whose probabilities the forward pass left in
+    /// place): overwrites d(loss)/d(lnf) in the Normed scratch and, when given, adds the head's part of
+    /// the tied embedding's gradient (MatmulBackward always adds weight gradients).
+    /// </summary>
+    private void HeadBackward(int n, BufferView? tokenTableGrad)
+    {
+        var (c, v) = (Config.Channels, Config.VocabSize);
+        var normed = _grads.Normed(n);
+        var lnF = _acts.LnF(n);
+        var chunks = (n + LogitRows - 1) / LogitRows;
+        for (var chunk = chunks - 1; chunk >= 0; chunk--)
+        {
+            var first = chunk * LogitRows;
+            var rows = Math.Min(LogitRows, n - first);
+            if (!(_heldProbabilities && first == _heldFirstRow && rows == _heldRows))
+            {
+                HeadLogits(first, rows);
+                HeadCrossEntropy(first, rows);
+                (_heldFirstRow, _heldRows) = (first, rows);
+                _heldProbabilities = true;
+            }
+            var logitsGrad = _grads.Logits(rows, v);
+            Backend.CrossEntropyBackward(rows, v, _acts.Probabilities(rows, v), _targets.AsSpan(first, rows), 1f / _counted, logitsGrad, accumulate: false);
+            Backend.MatmulBackward(rows, c, v, logitsGrad, lnF.Slice(first * c, rows * c), _weights.TokenTable, normed.Slice(first * c, rows * c),
+                tokenTableGrad, null, accumulate: false);
         }
     }
 
@@ -391,7 +498,7 @@ public sealed class Gpt : IDisposable
         private readonly int _encoded, _layers, _lnF, _lnFMean, _lnFRstd, _logits, _probabilities, _losses;
         private float[] _lossesHost = [];
 
-        public Activations(Backend backend, GptConfig config, int rows, int maxBatch)
+        public Activations(Backend backend, GptConfig config, int rows, int maxBatch, int logitRows)
         {
             _rows = rows;
             _c = config.Channels;
@@ -414,8 +521,8 @@ public sealed class Gpt : IDisposable
             _lnF = Take(rows * _c);
             _lnFMean = Take(rows);
             _lnFRstd = Take(rows);
-            _logits = Take(checked(rows * _v));
-            _probabilities = Take(checked(rows * _v));
+            _logits = Take(checked(logitRows * _v));
+            _probabilities = Take(checked(logitRows * _v));
             _losses = Take(rows);
             Buffer = backend.Allocate(offset);
         }
@@ -426,8 +533,8 @@ public sealed class Gpt : IDisposable
         public BufferView LnF(int n) => Buffer.View(_lnF, n * _c);
         public BufferView LnFMean(int n) => Buffer.View(_lnFMean, n);
         public BufferView LnFRstd(int n) => Buffer.View(_lnFRstd, n);
-        public BufferView Logits => Buffer.View(_logits, _rows * _v);
-        public BufferView Probabilities(int n) => Buffer.View(_probabilities, n * _v);
+        public BufferView Logits(int rows, int v) => Buffer.View(_logits, rows * v);
+        public BufferView Probabilities(int rows, int v) => Buffer.View(_probabilities, rows * v);
         public BufferView Losses(int n) => Buffer.View(_losses, n);
 
         public Span<float> LossesHost(int n)
@@ -460,7 +567,7 @@ public sealed class Gpt : IDisposable
     {
         private readonly int _c, _residual, _normed, _attentionOutput, _qkv, _mlpHidden, _mlpGelu, _logits;
 
-        public GradientScratch(Backend backend, GptConfig config, int rows)
+        public GradientScratch(Backend backend, GptConfig config, int rows, int logitRows)
         {
             _c = config.Channels;
             var offset = 0;
@@ -476,7 +583,7 @@ public sealed class Gpt : IDisposable
             _qkv = Take(rows * 3 * _c);
             _mlpHidden = Take(rows * 4 * _c);
             _mlpGelu = Take(rows * 4 * _c);
-            _logits = Take(checked(rows * config.VocabSize));
+            _logits = Take(checked(logitRows * config.VocabSize));
             Buffer = backend.Allocate(offset);
         }
 
