@@ -24,6 +24,9 @@ internal sealed class InstructionData
 {
     private const string NoneCategory = "(none)";
 
+    /// <summary>The most test windows a speaker client holds out.</summary>
+    public const int MaxSpeakerTestWindows = 32;
+
     private InstructionData(IReadOnlyList<IReadOnlyList<InstructionExample>> clients, IReadOnlyList<TaskRecord> test,
         IReadOnlyList<(string Category, InstructionExample Example)> testExamples, string description)
     {
@@ -141,8 +144,9 @@ internal sealed class InstructionData
     /// <summary>
     /// Tiny Shakespeare split by speaker (<see cref="TinyShakespeare.SplitBySpeaker"/>): each client's
     /// text is cut into examples of T+1 tokens (every token a target, consecutive examples sharing one
-    /// token, as text windows do), and the last --test-fraction of each client's examples is its test
-    /// share, scored per client.
+    /// token, as text windows do), and the last --test-fraction of each client's examples, at most
+    /// <see cref="MaxSpeakerTestWindows"/>, is its test share, scored per client (a play is large:
+    /// 10% of it would cost more to evaluate each round than the round's training).
     /// </summary>
     private static InstructionData LoadSpeakers(DataRequest request, ITokenizer tokenizer)
     {
@@ -167,12 +171,12 @@ internal sealed class InstructionData
             var tokens = tokenizer.Encode(speakers[k].Text);
             var windows = Enumerable.Range(0, (tokens.Length - 1) / t).Select(i => new InstructionExample(tokens[(i * t)..(i * t + t + 1)], 0)).ToArray();
             if (windows.Length < 2) throw new UsageException($"--partition speaker: client {k} has {tokens.Length} tokens, too few for two windows of {t + 1}; use fewer --clients or a smaller --context");
-            var (train, heldOut) = DataSplit.Tail(windows, request.TestFraction);
+            var (train, heldOut) = DataSplit.Tail(windows, Math.Min(request.TestFraction, (double)MaxSpeakerTestWindows / windows.Length));
             clients.Add(train);
             test.AddRange(heldOut.Select(w => ($"client {k.ToString("00", CultureInfo.InvariantCulture)}", w)));
         }
         return new InstructionData(clients, [], test,
-            $"{clients.Count} clients by speaker of {path} ({clients.Sum(c => c.Count):N0} windows of {t + 1} tokens); test: the last {request.TestFraction.ToString("0.###", CultureInfo.InvariantCulture)} of every client's windows");
+            $"{clients.Count} clients by speaker of {path} ({clients.Sum(c => c.Count):N0} windows of {t + 1} tokens); test: the last {request.TestFraction.ToString("0.###", CultureInfo.InvariantCulture)} of every client's windows, at most {MaxSpeakerTestWindows} each");
     }
 
     /// <summary>Test records alone (no clients): what <c>evaluate</c> scores.</summary>

@@ -93,8 +93,8 @@ public static class TaskFiles
     }
 
     /// <summary>
-    /// Reads a federated folder: one client per task file, the test set from <paramref name="testPath"/>,
-    /// else from the folder's <see cref="FolderTestFileName"/>, else <paramref name="heldOutFraction"/>
+    /// Reads a federated folder: one client per task file (never the folder's <see cref="FolderTestFileName"/>,
+    /// a test set by its name), the test set from <paramref name="testPath"/>, else from that file, else <paramref name="heldOutFraction"/>
     /// of every client's records drawn with <paramref name="seed"/> (see <see cref="DataSplit.Sample"/>).
     /// </summary>
     /// <exception cref="DirectoryNotFoundException">There is no such folder.</exception>
@@ -105,8 +105,8 @@ public static class TaskFiles
         if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"data folder not found: {directory}");
         var folderTest = Path.Combine(directory, FolderTestFileName);
         var test = testPath ?? (File.Exists(folderTest) ? folderTest : null);
-        var files = FilesIn(directory, test);
-        if (files.Count == 0) throw new InvalidDataException($"{directory}: no client files (*.json or *.jsonl, one per client)");
+        var files = FilesIn(directory, test).Where(f => !string.Equals(Path.GetFileName(f), FolderTestFileName, StringComparison.Ordinal)).ToArray();
+        if (files.Length == 0) throw new InvalidDataException($"{directory}: no client files (*.json or *.jsonl, one per client)");
         var clients = files.Select(f => Load(f, options)).ToArray();
         if (test is not null) return new FederatedTasks(files, clients, Load(test, options), $"{test}");
         var split = clients.Select((records, k) => SplitClient(records, files[k], heldOutFraction, seed + k)).ToArray();
