@@ -25,9 +25,47 @@ internal static class CommonOptions
 
     public static Option<string> Data() => new("--data")
     {
-        Description = "The data folder (holds dolly15k-fedit-10/ and tinyshakespeare/); default: the repository's data/",
-        DefaultValueFactory = _ => Paths.DefaultDataDirectory,
+        Description = "The data: a folder with one task file per client (*.json or *.jsonl: Dolly, Alpaca, closed-choice or classification records) or one pooled file; default: the shipped data/dolly15k-fedit-10",
+        DefaultValueFactory = _ => InstructionData.DefaultFolder,
     };
+
+    public static Option<string?> Test() => new("--test")
+    {
+        Description = "The test file (task records); default: the --data folder's global_test.json, else --test-fraction of every client held out",
+    };
+
+    public static Option<double> TestFraction() => new("--test-fraction")
+    {
+        Description = "The share of every client's records held out as the test set when there is no test file",
+        DefaultValueFactory = _ => 0.1,
+    };
+
+    public static Option<string?> Labels() => new("--labels")
+    {
+        Description = "The declared label set of classification records (text, label), comma-separated, e.g. negative,positive",
+    };
+
+    public static Option<int> EvalEvery(string unit)
+    {
+        var option = new Option<int>("--eval-every")
+        {
+            Description = $"Task metrics (accuracy on closed-choice records; exact match and ROUGE-L on free-form ones) every this many {unit}, and at the start and the end; 0: off",
+            DefaultValueFactory = _ => 0,
+        };
+        option.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int>() < 0) result.AddError($"--eval-every must be >= 0 (0: off), got {result.GetValueOrDefault<int>()}");
+        });
+        return option;
+    }
+
+    public static Option<int> EvalTokens() => Positive("--eval-max-tokens", "The longest greedy answer generated for a free-form test record", 64);
+
+    /// <summary>The data options as one request.</summary>
+    public static DataRequest ReadData(ParseResult parse, Option<string> data, Option<string?> test, Option<double> testFraction, Option<string?> labels,
+        Option<string> partition, Option<int> clients, Option<int> context, Option<int> seed) =>
+        new(parse.GetValue(data)!, parse.GetValue(test), parse.GetValue(testFraction), parse.GetValue(labels), parse.GetValue(partition)!,
+            parse.GetValue(clients), parse.GetValue(context), parse.GetValue(seed));
 
     public static Option<string> BaseModel() => new("--model")
     {

@@ -17,7 +17,7 @@ internal static class CompareCommand
         };
         var options = new FederatedOptions();
         var command = new Command("compare",
-            "Run several federated methods on the same data, seeds and budgets; print a side-by-side table and write a plot of held-out loss per round")
+            "Run several federated methods on the same data, seeds and budgets; print a side-by-side table and write plots of held-out loss (and, with --eval-every, the task metric) per round")
         {
             methods,
         };
@@ -32,7 +32,9 @@ internal static class CompareCommand
                 throw new UsageException($"--methods: unknown {string.Join(", ", unknown)}; choose from {string.Join(", ", StrategyCatalog.Names)}");
             }
             var job = options.Read(parse, "compare");
-            var data = InstructionData.Load(job.DataDirectory, job.Partition, job.ClientCount, job.Seed, CommonOptions.LoadTokenizer(job.ModelPath));
+            var data = InstructionData.Load(job.Data, CommonOptions.LoadTokenizer(job.ModelPath));
+            job = job.ForClients(data.Clients.Count);
+            AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"data: {data.Description}");
             using var backend = CommonOptions.CreateBackend(job.Device);
             // Build every method once first, so that a bad budget for any of them fails before hours of training.
             foreach (var name in names) FederatedRunner.Prepare(name, job, data, backend).Model.Dispose();
@@ -41,16 +43,27 @@ internal static class CompareCommand
             foreach (var name in names)
             {
                 var (simulation, model, budgets) = FederatedRunner.Prepare(name, job, data, backend);
-                using (model) runs.Add(FederatedRunner.Run(name, simulation, job, budgets));
+                using (model) runs.Add(FederatedRunner.Run(name, simulation, job, budgets, model, data));
             }
             FederatedRunner.WriteResults(job.Output, job, runs);
             var plotPath = Path.Combine(job.Output, "heldout-loss.svg");
             var series = runs.Select(run => (run.Method, (IReadOnlyList<(double, double)>)
                 [(0.0, run.Initial["all"]), .. run.Rounds.Select(r => ((double)(r.Round + 1), r.Evaluation["all"]))])).ToList();
-            FederatedRunner.WriteAtomically(plotPath, SvgPlot.Lines("Held-out loss of the global model (Dolly test set)", "round", "loss per response token", series));
-            AnsiConsole.Write(FederatedRunner.Summary(runs));
+            FederatedRunner.WriteAtomically(plotPath, SvgPlot.Lines("Held-out loss of the global model (test set)", "round", "loss per target token", series));
+            var headline = TaskMetrics.Headline(data);
+            var plots = plotPath;
+            if (runs.Any(r => r.Tasks.Count > 0))
+            {
+                var metricPath = Path.Combine(job.Output, "task-metric.svg");
+                var metricSeries = runs.Select(run => (run.Method, (IReadOnlyList<(double, double)>)
+                    [.. run.Tasks.Select(t => ((double)t.Round, t.Value(headline)))])).ToList();
+                FederatedRunner.WriteAtomically(metricPath, SvgPlot.Lines($"Task metric of the global model: {headline} (test set)", "round", headline, metricSeries));
+                plots += ", " + metricPath;
+                AnsiConsole.Write(FederatedRunner.PerRound(runs));
+            }
+            AnsiConsole.Write(FederatedRunner.Summary(runs, headline));
             AnsiConsole.Write(FederatedRunner.Categories(runs));
-            AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"results: {Path.Combine(job.Output, "rounds.csv")}, {Path.Combine(job.Output, "results.json")}; plot: {plotPath}");
+            AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"results: {Path.Combine(job.Output, "rounds.csv")}, {Path.Combine(job.Output, "results.json")}; plots: {plots}");
             return 0;
         }));
         return command;

@@ -8,9 +8,27 @@ namespace FedLora.Cli;
 /// <summary>A federated job as the command line describes it, validated before any work.</summary>
 internal sealed record FederatedJob(
     int[] Ranks, double[]? Ratios, int GlobalRank, float? Alpha, LoraTargets Targets, int Rounds, int ClientsPerRound,
-    TrainingOptions Local, int Batch, int Context, string Partition, int ClientCount, string ModelPath, string DataDirectory,
-    string Device, int Seed, string Output)
+    TrainingOptions Local, int Batch, int Context, string Partition, int ClientCount, string ModelPath, DataRequest Data,
+    string Device, int Seed, string Output, TaskEvaluationSchedule Evaluation)
 {
+    /// <summary>
+    /// The job for the <paramref name="clients"/> clients the data turned out to have: the budgets and
+    /// the clients per round must fit them (checked here because a folder's clients are its files).
+    /// </summary>
+    public FederatedJob ForClients(int clients)
+    {
+        if (Ranks.Length != clients)
+        {
+            throw new UsageException($"--ranks lists {Ranks.Length} budgets but there are {clients} clients: give exactly one per client");
+        }
+        if (Ratios is not null && Ratios.Length != clients)
+        {
+            throw new UsageException($"--ratios lists {Ratios.Length} ratios but there are {clients} clients: give exactly one per client");
+        }
+        if (ClientsPerRound > clients) throw new UsageException($"--clients-per-round {ClientsPerRound} exceeds the {clients} clients");
+        return this with { ClientCount = clients };
+    }
+
     /// <summary>The strategy's settings and every client's budget for <paramref name="method"/>.</summary>
     /// <remarks>
     /// FSLoRA turns the budgets into sketch ratios r_k / r of its rank-r global adapter (or takes
@@ -64,13 +82,18 @@ internal sealed class FederatedOptions
 
     public Option<string> Partition { get; } = new("--partition")
     {
-        Description = "How data is split: natural (Dolly's shipped 10 clients), iid, or dirichlet:ALPHA by category",
+        Description = "How data is split: natural (one client per file of the --data folder), iid, dirichlet:ALPHA (by category or label), field:NAME (a record field names the client) or speaker (Tiny Shakespeare's speakers)",
         DefaultValueFactory = _ => "natural",
     };
 
-    public Option<int> Clients { get; } = CommonOptions.Positive("--clients", "Clients for iid / dirichlet partitions (natural has 10)", 10);
+    public Option<int> Clients { get; } = CommonOptions.Positive("--clients", "Clients for iid, dirichlet and speaker partitions (natural: one per file)", 10);
     public Option<string> Model { get; } = CommonOptions.BaseModel();
     public Option<string> Data { get; } = CommonOptions.Data();
+    public Option<string?> Test { get; } = CommonOptions.Test();
+    public Option<double> TestFraction { get; } = CommonOptions.TestFraction();
+    public Option<string?> Labels { get; } = CommonOptions.Labels();
+    public Option<int> EvalEvery { get; } = CommonOptions.EvalEvery("rounds");
+    public Option<int> EvalTokens { get; } = CommonOptions.EvalTokens();
     public Option<string> Device { get; } = CommonOptions.Device();
     public Option<int> Seed { get; } = CommonOptions.Seed();
     public Option<string?> Output { get; } = new("--out") { Description = "Folder for results (JSON, CSV, plot); default: runs/VERB-TIME" };
@@ -78,7 +101,7 @@ internal sealed class FederatedOptions
     public void AddTo(Command command)
     {
         foreach (var option in new Option[] { Ranks, Ratios, GlobalRank, Alpha, Targets, Rounds, ClientsPerRound, LocalSteps, Batch, Context,
-                     LearningRate, Partition, Clients, Model, Data, Device, Seed, Output })
+                     LearningRate, Partition, Clients, Model, Data, Test, TestFraction, Labels, EvalEvery, EvalTokens, Device, Seed, Output })
         {
             command.Options.Add(option);
         }
@@ -96,23 +119,14 @@ internal sealed class FederatedOptions
             throw new UsageException($"--ratios '{ratiosText}': every sketch ratio must be in (0, 1]");
         }
         var partition = parse.GetValue(Partition)!;
-        var clientCount = partition.Trim().Equals("natural", StringComparison.OrdinalIgnoreCase) ? 10 : parse.GetValue(Clients);
-        if (ranks.Length != clientCount)
-        {
-            throw new UsageException($"--ranks lists {ranks.Length} budgets but there are {clientCount} clients: give exactly one per client");
-        }
-        if (ratios is not null && ratios.Length != clientCount)
-        {
-            throw new UsageException($"--ratios lists {ratios.Length} ratios but there are {clientCount} clients: give exactly one per client");
-        }
         var globalRank = parse.GetValue(GlobalRank) ?? ranks.Max();
         if (globalRank < ranks.Max()) throw new UsageException($"--global-rank {globalRank} is below the largest budget {ranks.Max()}");
         var perRound = parse.GetValue(ClientsPerRound);
-        if (perRound > clientCount) throw new UsageException($"--clients-per-round {perRound} exceeds the {clientCount} clients");
         var local = new TrainingOptions(parse.GetValue(LocalSteps), parse.GetValue(LearningRate));
         return new FederatedJob(ranks, ratios, globalRank, parse.GetValue(Alpha), CommonOptions.ParseTargets(parse.GetValue(Targets)!),
-            parse.GetValue(Rounds), perRound, local, parse.GetValue(Batch), parse.GetValue(Context), partition, clientCount,
-            parse.GetValue(Model)!, parse.GetValue(Data)!, parse.GetValue(Device)!, parse.GetValue(Seed),
-            parse.GetValue(Output) ?? Paths.DefaultOutput(verb));
+            parse.GetValue(Rounds), perRound, local, parse.GetValue(Batch), parse.GetValue(Context), partition, parse.GetValue(Clients),
+            parse.GetValue(Model)!, CommonOptions.ReadData(parse, Data, Test, TestFraction, Labels, Partition, Clients, Context, Seed),
+            parse.GetValue(Device)!, parse.GetValue(Seed), parse.GetValue(Output) ?? Paths.DefaultOutput(verb),
+            new TaskEvaluationSchedule(parse.GetValue(EvalEvery), parse.GetValue(EvalTokens)));
     }
 }

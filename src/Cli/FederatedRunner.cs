@@ -6,6 +6,7 @@ using FedLora.Federation;
 using FedLora.Kernels;
 using FedLora.Lora;
 using FedLora.Model;
+using FedLora.Model.Evaluation;
 using Spectre.Console;
 
 namespace FedLora.Cli;
@@ -13,10 +14,13 @@ namespace FedLora.Cli;
 /// <summary>One method's finished run.</summary>
 internal sealed record MethodRun(
     string Method, string Budgets, IReadOnlyDictionary<string, double> Initial, IReadOnlyList<RoundResult> Rounds, long DownloadBytes,
-    long UploadBytes, double Seconds)
+    long UploadBytes, double Seconds, IReadOnlyList<TaskRound> Tasks)
 {
     public double FinalLoss => Rounds[^1].Evaluation["all"];
     public double BestLoss => Rounds.Min(r => r.Evaluation["all"]);
+
+    /// <summary>The task metrics after <paramref name="round"/> rounds (0: the start), or null when they were not measured then.</summary>
+    public TaskRound? TaskAt(int round) => Tasks.FirstOrDefault(t => t.Round == round);
 }
 
 /// <summary>Runs federated jobs with live progress and writes their results.</summary>
@@ -49,11 +53,20 @@ internal static class FederatedRunner
         }
     }
 
-    /// <summary>Runs a prepared simulation, showing round, client, loss and bytes as it goes.</summary>
-    public static MethodRun Run(string method, FederatedSimulation simulation, FederatedJob job, string budgets)
+    /// <summary>
+    /// Runs a prepared simulation, showing round, client, loss and bytes as it goes, and measures the
+    /// task metrics of the global model when the job's schedule says so (they read the model, never
+    /// change it or any random draw, so the run's numbers are the same with or without them).
+    /// </summary>
+    public static MethodRun Run(string method, FederatedSimulation simulation, FederatedJob job, string budgets, Gpt model, InstructionData data)
     {
         var watch = Stopwatch.StartNew();
         IReadOnlyList<RoundResult> rounds = [];
+        var tasks = new List<TaskRound>();
+        var schedule = job.Evaluation;
+        var headline = TaskMetrics.Headline(data);
+        var tokenizer = CommonOptions.LoadTokenizer(job.ModelPath);
+        if (schedule.IsDue(0, job.Rounds)) tasks.Add(TaskMetrics.Measure(0, model, tokenizer, data, job.Batch, job.Context, schedule));
         var totalSteps = job.Rounds * job.ClientsPerRound * job.Local.Steps;
         AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"[bold]{method}[/]: {budgets}");
         AnsiConsole.Progress().AutoClear(false).HideCompleted(false)
@@ -68,12 +81,31 @@ internal static class FederatedRunner
                         task.Description = string.Create(CultureInfo.InvariantCulture,
                             $"{method} round {round + 1}/{job.Rounds} client {client} step {step.Step + 1} loss {step.Loss:0.000}");
                     },
-                    onRound: result => AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
-                        $"  round {result.Round + 1}: held-out {result.Evaluation["all"]:0.0000}, clients' train loss {result.Clients.Average(c => c.MeanLoss):0.000}, down {CommonOptions.Megabytes(result.DownloadBytes)} MB, up {CommonOptions.Megabytes(result.UploadBytes)} MB, {result.Seconds:0.0} s"));
+                    onRound: result =>
+                    {
+                        var metric = "";
+                        if (schedule.IsDue(result.Round + 1, job.Rounds))
+                        {
+                            using var adapters = GlobalModel.Adapters(model, simulation.State!);
+                            model.Attach(adapters);
+                            try
+                            {
+                                var measured = TaskMetrics.Measure(result.Round + 1, model, tokenizer, data, job.Batch, job.Context, schedule);
+                                tasks.Add(measured);
+                                metric = string.Create(CultureInfo.InvariantCulture, $", {headline} {CommonOptions.Number(measured.Value(headline), "0.000")}");
+                            }
+                            finally
+                            {
+                                model.Attach(null);
+                            }
+                        }
+                        AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
+                            $"  round {result.Round + 1}: held-out {result.Evaluation["all"]:0.0000}{metric}, clients' train loss {result.Clients.Average(c => c.MeanLoss):0.000}, down {CommonOptions.Megabytes(result.DownloadBytes)} MB, up {CommonOptions.Megabytes(result.UploadBytes)} MB, {result.Seconds:0.0} s");
+                    });
             });
         watch.Stop();
         return new MethodRun(method, budgets, simulation.InitialEvaluation!, rounds, simulation.Ledger.TotalDownload(), simulation.Ledger.TotalUpload(),
-            watch.Elapsed.TotalSeconds);
+            watch.Elapsed.TotalSeconds, tasks);
     }
 
     /// <summary>
@@ -100,14 +132,46 @@ internal static class FederatedRunner
         return adapterPath;
     }
 
-    /// <summary>The summary table: final and best held-out loss, MB down and up, wall time per method.</summary>
-    public static Table Summary(IReadOnlyList<MethodRun> runs)
+    /// <summary>
+    /// The summary table: start, final and best held-out loss, the headline task metric at the start and
+    /// the end (with its 95% interval) when measured, MB down and up, wall time per method.
+    /// </summary>
+    public static Table Summary(IReadOnlyList<MethodRun> runs, string headline)
     {
-        var table = new Table().AddColumns("method", "start loss", "final loss", "best loss", "MB down", "MB up", "wall time (s)");
+        var measured = runs.Any(r => r.Tasks.Count > 0);
+        var table = new Table().AddColumns("method", "start loss", "final loss", "best loss");
+        if (measured) table.AddColumns($"start {headline}", $"final {headline} [[95%]]");
+        table.AddColumns("MB down", "MB up", "wall time (s)");
         foreach (var run in runs)
         {
-            table.AddRow(run.Method, CommonOptions.Number(run.Initial["all"]), CommonOptions.Number(run.FinalLoss), CommonOptions.Number(run.BestLoss),
-                CommonOptions.Megabytes(run.DownloadBytes), CommonOptions.Megabytes(run.UploadBytes), CommonOptions.Number(run.Seconds, "0.0"));
+            var cells = new List<string> { run.Method, CommonOptions.Number(run.Initial["all"]), CommonOptions.Number(run.FinalLoss), CommonOptions.Number(run.BestLoss) };
+            if (measured)
+            {
+                var start = run.TaskAt(0)?.Results.FirstOrDefault(r => r.Metric == headline && r.Category == TaskMetric.All);
+                var final = run.TaskAt(run.Rounds.Count)?.Results.FirstOrDefault(r => r.Metric == headline && r.Category == TaskMetric.All);
+                cells.Add(start is null ? "-" : CommonOptions.Number(start.Value, "0.000"));
+                cells.Add(final is null ? "-" : TaskMetrics.WithInterval(final));
+            }
+            cells.AddRange([CommonOptions.Megabytes(run.DownloadBytes), CommonOptions.Megabytes(run.UploadBytes), CommonOptions.Number(run.Seconds, "0.0")]);
+            table.AddRow([.. cells.Select(Markup.Escape)]);
+        }
+        return table;
+    }
+
+    /// <summary>Held-out loss and the task metrics per round (the rounds they were measured at) and method.</summary>
+    public static Table PerRound(IReadOnlyList<MethodRun> runs)
+    {
+        var metrics = runs.SelectMany(r => r.Tasks).SelectMany(t => t.Results).Select(r => r.Metric).Distinct().ToArray();
+        var table = new Table().AddColumns("method", "round", "held-out loss");
+        foreach (var metric in metrics) table.AddColumn(metric);
+        foreach (var run in runs)
+        {
+            foreach (var task in run.Tasks)
+            {
+                var loss = task.Round == 0 ? run.Initial["all"] : run.Rounds[task.Round - 1].Evaluation["all"];
+                table.AddRow([run.Method, task.Round.ToString(CultureInfo.InvariantCulture), CommonOptions.Number(loss),
+                    .. metrics.Select(m => CommonOptions.Number(task.Value(m), "0.000"))]);
+            }
         }
         return table;
     }
@@ -120,7 +184,7 @@ internal static class FederatedRunner
         foreach (var run in runs) table.AddColumn(run.Method);
         foreach (var name in names)
         {
-            table.AddRow([name, CommonOptions.Number(runs[0].Initial[name]), .. runs.Select(r => CommonOptions.Number(r.Rounds[^1].Evaluation[name]))]);
+            table.AddRow([Markup.Escape(name), CommonOptions.Number(runs[0].Initial[name]), .. runs.Select(r => CommonOptions.Number(r.Rounds[^1].Evaluation[name]))]);
         }
         return table;
     }
@@ -130,15 +194,18 @@ internal static class FederatedRunner
     {
         Directory.CreateDirectory(folder);
         var evaluationNames = runs[0].Rounds[0].Evaluation.Keys.ToArray();
+        var metrics = runs.SelectMany(r => r.Tasks).SelectMany(t => t.Results).Select(r => r.Metric).Distinct().ToArray();
+        string Metrics(MethodRun run, int round) => string.Concat(metrics.Select(m => "," + (run.TaskAt(round) is { } task ? Invariant(task.Value(m)) : "")));
         var csv = new StringBuilder();
-        csv.AppendLine("method,round," + string.Join(",", evaluationNames.Select(n => "loss_" + n)) + ",client_train_loss,download_bytes,upload_bytes,seconds");
+        csv.AppendLine("method,round," + string.Join(",", evaluationNames.Select(n => Csv("loss_" + n))) + ",client_train_loss,download_bytes,upload_bytes,seconds"
+            + string.Concat(metrics.Select(m => "," + m)));
         foreach (var run in runs)
         {
-            csv.AppendLine(CultureInfo.InvariantCulture, $"{run.Method},0,{string.Join(",", evaluationNames.Select(n => Invariant(run.Initial[n])))},,0,0,0");
+            csv.AppendLine(CultureInfo.InvariantCulture, $"{run.Method},0,{string.Join(",", evaluationNames.Select(n => Invariant(run.Initial[n])))},,0,0,0{Metrics(run, 0)}");
             foreach (var round in run.Rounds)
             {
                 csv.AppendLine(CultureInfo.InvariantCulture,
-                    $"{run.Method},{round.Round + 1},{string.Join(",", evaluationNames.Select(n => Invariant(round.Evaluation[n])))},{Invariant(round.Clients.Average(c => c.MeanLoss))},{round.DownloadBytes},{round.UploadBytes},{Invariant(round.Seconds)}");
+                    $"{run.Method},{round.Round + 1},{string.Join(",", evaluationNames.Select(n => Invariant(round.Evaluation[n])))},{Invariant(round.Clients.Average(c => c.MeanLoss))},{round.DownloadBytes},{round.UploadBytes},{Invariant(round.Seconds)}{Metrics(run, round.Round + 1)}");
             }
         }
         WriteAtomically(Path.Combine(folder, "rounds.csv"), csv.ToString());
@@ -159,6 +226,9 @@ internal static class FederatedRunner
                 job.Context,
                 job.Partition,
                 job.ClientCount,
+                data = job.Data.Data,
+                test = job.Data.Test,
+                evalEvery = job.Evaluation.Every,
                 model = Path.GetFileName(job.ModelPath),
                 job.Device,
                 job.Seed,
@@ -173,6 +243,7 @@ internal static class FederatedRunner
                 run.DownloadBytes,
                 run.UploadBytes,
                 run.Seconds,
+                taskMetrics = run.Tasks.Select(t => new { t.Round, results = t.Results.Select(JsonMetric) }),
                 rounds = run.Rounds.Select(round => new
                 {
                     round = round.Round + 1,
@@ -196,4 +267,19 @@ internal static class FederatedRunner
     }
 
     private static string Invariant(double value) => value.ToString("R", CultureInfo.InvariantCulture);
+
+    /// <summary>A CSV cell: quoted when it holds a comma, a quote or a line break.</summary>
+    private static string Csv(string text) =>
+        text.AsSpan().IndexOfAny(",\"\n\r") < 0 ? text : "\"" + text.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"";
+
+    /// <summary>A metric for JSON: NaN bounds (undefined intervals) become null, which JSON can hold.</summary>
+    public static object JsonMetric(MetricResult r) => new
+    {
+        r.Category,
+        r.Metric,
+        r.Count,
+        r.Value,
+        low = double.IsNaN(r.Low) ? (double?)null : r.Low,
+        high = double.IsNaN(r.High) ? (double?)null : r.High,
+    };
 }

@@ -12,6 +12,7 @@ internal static class GenerateCommand
     {
         var prompt = new Option<string>("--prompt") { Description = "The text to continue (or, with --instruction, the instruction to answer)", Required = true };
         var instruction = new Option<bool>("--instruction") { Description = "Wrap the prompt in the instruction template and stop at end-of-text" };
+        var context = new Option<string?>("--context") { Description = "The instruction's context (a passage to answer from); implies --instruction" };
         var adapter = new Option<string?>("--adapter") { Description = "A LoRA adapter to apply: a peft adapter folder (from finetune, simulate, serve or peft) or a FedLora adapter file" };
         var tokens = CommonOptions.Positive("--max-tokens", "Tokens to generate at most", 200);
         var temperature = new Option<float>("--temperature") { Description = "Sampling temperature (0: greedy)", DefaultValueFactory = _ => 0.8f };
@@ -21,16 +22,17 @@ internal static class GenerateCommand
         var seed = CommonOptions.Seed();
         var command = new Command("generate", "Sample text from a model, optionally with a LoRA adapter")
         {
-            prompt, instruction, adapter, tokens, temperature, topK, model, device, seed,
+            prompt, instruction, context, adapter, tokens, temperature, topK, model, device, seed,
         };
         command.SetAction(parse => Verb.Run(() =>
         {
             var sampler = new Sampler(parse.GetValue(temperature), parse.GetValue(topK), parse.GetValue(seed));
             var text = parse.GetValue(prompt)!;
-            var asInstruction = parse.GetValue(instruction);
+            var instructionContext = parse.GetValue(context);
+            var asInstruction = parse.GetValue(instruction) || instructionContext is not null;
             var modelPath = parse.GetValue(model)!;
             var tokenizer = CommonOptions.LoadTokenizer(modelPath);
-            var promptTokens = tokenizer.Encode(asInstruction ? InstructionTemplate.FormatPrompt(text, "") : text);
+            var promptTokens = tokenizer.Encode(asInstruction ? InstructionTemplate.FormatPrompt(text, instructionContext ?? "") : text);
             if (promptTokens.Length == 0) throw new UsageException("--prompt is empty: give some text to continue");
             using var backend = CommonOptions.CreateBackend(parse.GetValue(device)!);
             using var gpt = CommonOptions.LoadModel(modelPath, backend, 1, int.MaxValue, upToModelContext: true);

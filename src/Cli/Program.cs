@@ -14,8 +14,12 @@ var root = new RootCommand(
     PretrainCommand.Create(),
     FinetuneCommand.Create(),
     GenerateCommand.Create(),
+    EvaluateCommand.Create(),
     DevicesCommand.Create(),
 };
+// With no terminal (output redirected to a file or a pipe) Spectre.Console assumes 80 columns and wraps
+// tables inside their cells; a file has no width, so tables keep their natural width unless COLUMNS says otherwise.
+if (Console.IsOutputRedirected && string.IsNullOrEmpty(Environment.GetEnvironmentVariable("COLUMNS"))) AnsiConsole.Profile.Width = 1000;
 return root.Parse(args).Invoke();
 
 namespace FedLora.Cli

@@ -27,17 +27,19 @@ internal static class SimulateCommand
             var name = parse.GetValue(method)!.Trim().ToLowerInvariant();
             if (!StrategyCatalog.Names.Contains(name)) throw new UsageException($"--method '{name}' is unknown: choose one of {string.Join(", ", StrategyCatalog.Names)}");
             var job = options.Read(parse, "simulate");
-            var data = InstructionData.Load(job.DataDirectory, job.Partition, job.ClientCount, job.Seed, CommonOptions.LoadTokenizer(job.ModelPath));
+            var data = InstructionData.Load(job.Data, CommonOptions.LoadTokenizer(job.ModelPath));
+            job = job.ForClients(data.Clients.Count);
             using var backend = CommonOptions.CreateBackend(job.Device);
             var (simulation, model, budgets) = FederatedRunner.Prepare(name, job, data, backend);
             using (model)
             {
                 AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
-                    $"simulate: {data.Clients.Count} clients ({data.Clients.Sum(c => c.Count):N0} examples, {job.Partition}), {job.ClientsPerRound} per round, {job.Rounds} rounds x {job.Local.Steps} local steps, on {backend.Description}");
-                var run = FederatedRunner.Run(name, simulation, job, budgets);
+                    $"simulate: {data.Description}; {job.ClientsPerRound} clients per round, {job.Rounds} rounds x {job.Local.Steps} local steps, on {backend.Description}");
+                var run = FederatedRunner.Run(name, simulation, job, budgets, model, data);
                 FederatedRunner.WriteResults(job.Output, job, [run]);
                 var saved = FederatedRunner.SaveGlobal(simulation, model, job.Output, job.ModelPath);
-                AnsiConsole.Write(FederatedRunner.Summary([run]));
+                if (run.Tasks.Count > 0) AnsiConsole.Write(FederatedRunner.PerRound([run]));
+                AnsiConsole.Write(FederatedRunner.Summary([run], TaskMetrics.Headline(data)));
                 AnsiConsole.Write(FederatedRunner.Categories([run]));
                 AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"results: {Path.Combine(job.Output, "rounds.csv")}, {Path.Combine(job.Output, "results.json")}; global model: {saved}");
             }

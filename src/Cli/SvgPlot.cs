@@ -26,13 +26,14 @@ internal static class SvgPlot
         svg.AppendLine(CultureInfo.InvariantCulture, $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{Width}\" height=\"{Height}\" font-family=\"sans-serif\" font-size=\"12\">");
         svg.AppendLine(CultureInfo.InvariantCulture, $"<rect width=\"{Width}\" height=\"{Height}\" fill=\"white\"/>");
         svg.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"{F(Width / 2)}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{WebUtility.HtmlEncode(title)}</text>");
-        for (var i = 0; i <= 5; i++)
+        var yStep = NiceStep((yMax - yMin) / 5);
+        var yFormat = "0." + new string('0', Math.Max(0, (int)-Math.Floor(Math.Log10(yStep))));
+        foreach (var y in Ticks(yMin, yMax, yStep))
         {
-            var y = yMin + (yMax - yMin) * i / 5;
             svg.AppendLine(CultureInfo.InvariantCulture, $"<line x1=\"{F(Left)}\" x2=\"{F(Width - Right)}\" y1=\"{F(Y(y))}\" y2=\"{F(Y(y))}\" stroke=\"#ddd\"/>");
-            svg.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"{F(Left - 6)}\" y=\"{F(Y(y) + 4)}\" text-anchor=\"end\">{y.ToString("0.000", CultureInfo.InvariantCulture)}</text>");
+            svg.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"{F(Left - 6)}\" y=\"{F(Y(y) + 4)}\" text-anchor=\"end\">{y.ToString(yFormat, CultureInfo.InvariantCulture)}</text>");
         }
-        for (var x = Math.Ceiling(xMin); x <= xMax; x++)
+        foreach (var x in Ticks(xMin, xMax, Math.Max(1, NiceStep((xMax - xMin) / 10))))
         {
             svg.AppendLine(CultureInfo.InvariantCulture, $"<text x=\"{F(X(x))}\" y=\"{F(Height - Bottom + 18)}\" text-anchor=\"middle\">{F(x)}</text>");
         }
@@ -50,5 +51,25 @@ internal static class SvgPlot
         }
         svg.AppendLine("</svg>");
         return svg.ToString();
+    }
+
+    /// <summary>The smallest of 1, 2 or 5 times a power of ten that is at least <paramref name="rough"/>: a step people read at a glance.</summary>
+    public static double NiceStep(double rough)
+    {
+        if (!(rough > 0) || !double.IsFinite(rough)) return 1;
+        var power = Math.Pow(10, Math.Floor(Math.Log10(rough)));
+        foreach (var multiple in (double[])[1, 2, 5, 10])
+        {
+            if (multiple * power >= rough * (1 - 1e-9)) return multiple * power;
+        }
+        return 10 * power;
+    }
+
+    /// <summary>The multiples of <paramref name="step"/> in [min, max], computed from integers so that no rounding drift creeps in.</summary>
+    public static IEnumerable<double> Ticks(double min, double max, double step)
+    {
+        var first = (long)Math.Ceiling(min / step - 1e-9);
+        var last = (long)Math.Floor(max / step + 1e-9);
+        for (var i = first; i <= last; i++) yield return i * step;
     }
 }

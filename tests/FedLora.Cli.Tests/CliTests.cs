@@ -52,7 +52,7 @@ public sealed class CliTests : IDisposable
     [InlineData("simulate --ranks 512,4,4,4,4,4,4,4,4,4", "exceeds")]
     [InlineData("simulate --method fslora --ratios 1.5,1,1,1,1,1,1,1,1,1", "(0, 1]")]
     [InlineData("simulate --clients-per-round 11", "exceeds the 10 clients")]
-    [InlineData("simulate --partition random", "not natural, iid or dirichlet")]
+    [InlineData("simulate --partition random", "not natural, iid, dirichlet:ALPHA")]
     [InlineData("simulate --targets everything", "unknown layer 'everything'")]
     [InlineData("simulate --device tpu", "unknown device 'tpu'")]
     [InlineData("compare --methods fslora,nope", "unknown nope")]

@@ -258,6 +258,20 @@ public sealed class Gpt : IDisposable
         return (float)(sum / _counted);
     }
 
+    /// <summary>
+    /// Copies the per-position losses -log p(target) of the last <see cref="Forward"/> with targets,
+    /// (B,T) row-major, into <paramref name="destination"/>; a position whose target was -1 holds 0.
+    /// Summing a row's losses gives the log-likelihood of its counted targets (negated).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The last forward pass had no targets.</exception>
+    public void CopyPositionLosses(Span<float> destination)
+    {
+        if (!_haveTargets) throw new InvalidOperationException("the last forward pass had no targets, so it computed no losses");
+        var n = _batch * _time;
+        if (destination.Length != n) throw new ArgumentException($"destination must hold B*T = {n} losses, got {destination.Length}", nameof(destination));
+        Backend.Download(_acts.Losses(n), destination);
+    }
+
     /// <summary>Zeroes the gradients of everything being trained (adapters, and base weights when <see cref="TrainBase"/>).</summary>
     public void ZeroGradients()
     {
