@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using FedLora.Kernels.Cpu;
 using FedLora.Lora;
-using FedLora.Lora.Safetensors;
 using FedLora.Model;
 using FedLora.Model.Data;
 using FedLora.Model.Tokenization;
@@ -159,12 +158,12 @@ public sealed class CliTests : IDisposable
         Assert.Equal(withAdapter + Environment.NewLine, text);
     }
 
-    /// <summary>The greedy answer of the shipped base model, with the adapter file attached when given, computed in this process.</summary>
+    /// <summary>The greedy answer of the shipped base model, with the adapter folder attached when given, computed in this process.</summary>
     private static string GreedyAnswer(string prompt, string? adapterPath)
     {
         using var backend = new CpuBackend();
         using var gpt = GptCheckpoint.Load(Path.Combine(RepositoryRoot(), "models", "base.safetensors"), backend, 1, int.MaxValue);
-        using var adapters = adapterPath is null ? null : AdapterFile.Open(SafetensorsFile.Load(adapterPath), backend);
+        using var adapters = adapterPath is null ? null : PeftAdapter.Open(adapterPath, backend);
         gpt.Attach(adapters);
         var tokens = ByteTokenizer.Instance.Encode(InstructionTemplate.FormatPrompt(prompt, ""));
         var output = Generation.Generate(gpt, tokens, 20, new Sampler(0, 0, seed: 0), ByteTokenizer.EndOfText);
