@@ -29,27 +29,9 @@ internal sealed record FederatedJob(
         return this with { ClientCount = clients };
     }
 
-    /// <summary>The strategy's settings and every client's budget for <paramref name="method"/>.</summary>
-    /// <remarks>
-    /// FSLoRA turns the budgets into sketch ratios r_k / r of its rank-r global adapter (or takes
-    /// --ratios). FedIT and FFA-LoRA average adapters of one shape, so every client trains the smallest
-    /// budget's rank. The others give client k rank r_k under a global rank r = max r_k. Alpha defaults
-    /// to 2r, and every client trains at the same scale s = alpha / r.
-    /// </remarks>
-    public (LoraSettings Settings, IReadOnlyList<ClientBudget> Budgets) BudgetsFor(string method, int clients)
-    {
-        if (method == "fslora")
-        {
-            var ratios = Ratios ?? Ranks.Select(r => (double)r / GlobalRank).ToArray();
-            return (new LoraSettings(GlobalRank, Alpha ?? 2f * GlobalRank), ClientBudget.FromRatios(ratios, clients));
-        }
-        if (method is "fedit" or "ffa-lora")
-        {
-            var rank = Ranks.Min();
-            return (new LoraSettings(rank, Alpha ?? 2f * rank), ClientBudget.FromRanks(Enumerable.Repeat(rank, clients).ToArray(), clients));
-        }
-        return (new LoraSettings(GlobalRank, Alpha ?? 2f * GlobalRank), ClientBudget.FromRanks(Ranks, clients));
-    }
+    /// <summary>The strategy's settings and every client's budget for <paramref name="method"/> (<see cref="StrategyCatalog.Budgets"/>).</summary>
+    public (LoraSettings Settings, IReadOnlyList<ClientBudget> Budgets) BudgetsFor(string method) =>
+        StrategyCatalog.Budgets(method, Ranks, GlobalRank, Alpha, Ratios);
 }
 
 /// <summary>The options <c>simulate</c> and <c>compare</c> share.</summary>

@@ -38,7 +38,7 @@ internal static class FederatedRunner
         try
         {
             var modules = model.Layout.LoraModules(job.Targets);
-            var (settings, budgets) = job.BudgetsFor(method, data.Clients.Count);
+            var (settings, budgets) = job.BudgetsFor(method);
             var strategy = StrategyCatalog.Create(method, modules, settings);
             var clients = data.Clients.Select((examples, id) => new FederatedClient(id, examples.Count, budgets[id],
                 seed => new Model.Data.InstructionBatcher(examples, job.Batch, job.Context, seed, data.EndOfText))).ToList();

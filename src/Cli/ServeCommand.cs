@@ -108,7 +108,7 @@ internal static class ServeCommand
             };
             using var backend = CommonOptions.CreateBackend(job.Device);
             using var model = CommonOptions.LoadModel(job.ModelPath, backend, job.Batch, job.Context);
-            var (settings, budgets) = job.BudgetsFor(name, job.ClientCount);
+            var (settings, budgets) = job.BudgetsFor(name);
             IFederatedStrategy strategy;
             try
             {

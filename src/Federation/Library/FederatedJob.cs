@@ -206,7 +206,7 @@ public sealed class FederatedJob : IDisposable
         {
             model = baseModel.Instantiate(backend, settings.Batch, settings.Context);
             var modules = model.Layout.LoraModules(settings.Targets);
-            var (lora, budgets) = Budgets(settings, clients.RankBudgets);
+            var (lora, budgets) = StrategyCatalog.Budgets(settings.Method, clients.RankBudgets, clients.RankBudgets.Max(), settings.Alpha);
             var strategy = StrategyCatalog.Create(settings.Method, modules, lora);
             var federated = clients.Clients.Select((examples, id) => new FederatedClient(id, examples.Count, budgets[id],
                 seed => new InstructionBatcher(examples, settings.Batch, settings.Context, seed))).ToList();
@@ -221,20 +221,6 @@ public sealed class FederatedJob : IDisposable
             backend.Dispose();
             throw;
         }
-    }
-
-    private static (LoraSettings Settings, IReadOnlyList<ClientBudget> Budgets) Budgets(FederatedJobSettings settings, IReadOnlyList<int> ranks)
-    {
-        if (settings.Method is "fedit" or "ffa-lora")
-        {
-            var smallest = ranks.Min();
-            return (new LoraSettings(smallest, settings.Alpha ?? 2f * smallest), ClientBudget.FromRanks(Enumerable.Repeat(smallest, ranks.Count).ToArray(), ranks.Count));
-        }
-        var global = ranks.Max();
-        var lora = new LoraSettings(global, settings.Alpha ?? 2f * global);
-        return settings.Method == "fslora"
-            ? (lora, ClientBudget.FromRatios(ranks.Select(r => (double)r / global).ToArray(), ranks.Count))
-            : (lora, ClientBudget.FromRanks(ranks, ranks.Count));
     }
 
     /// <summary>

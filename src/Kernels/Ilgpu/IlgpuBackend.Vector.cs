@@ -9,6 +9,8 @@ public sealed partial class IlgpuBackend
     /// <summary>Partial sums of the first SumOfSquares pass; fixed so that the result is deterministic.</summary>
     private const int SumOfSquaresLanes = 4096;
 
+    private readonly double[] _sumOfSquaresHost = new double[SumOfSquaresLanes];
+
     private Action<Index1D, ArrayView<float>, float>? _fill;
     private Action<Index1D, ArrayView<float>, ArrayView<float>>? _copy;
     private Action<Index1D, ArrayView<float>, float>? _scale;
@@ -134,14 +136,14 @@ public sealed partial class IlgpuBackend
             var lanes = Math.Min(x.Length, SumOfSquaresLanes);
             var partials = DoubleScratch(lanes);
             Launch(nameof(SumOfSquares), () => kernel(lanes, View(x), partials));
-            var host = new double[lanes];
+            // The optimizer asks every step: the host copy of the partials is kept, not allocated each call.
             Launch(nameof(SumOfSquares), () =>
             {
                 _accelerator.Synchronize();
-                partials.CopyToCPU(host);
+                partials.CopyToCPU(_sumOfSquaresHost.AsSpan(0, lanes));
             });
             var sum = 0.0;
-            foreach (var partial in host) sum += partial;
+            foreach (var partial in _sumOfSquaresHost.AsSpan(0, lanes)) sum += partial;
             return sum;
         }
     }
