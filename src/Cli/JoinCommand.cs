@@ -2,7 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
-using FedLora.Federation.Networking;
+using FedLora.Server;
 using Spectre.Console;
 
 namespace FedLora.Cli;

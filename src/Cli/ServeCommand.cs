@@ -4,7 +4,7 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using FedLora.Federation;
-using FedLora.Federation.Networking;
+using FedLora.Server;
 using FedLora.Lora;
 using FedLora.Model;
 using Spectre.Console;

@@ -1,9 +1,10 @@
 using System.Globalization;
 using System.Text.Json;
+using FedLora.Federation;
 using FedLora.Lora;
 using FedLora.Lora.Safetensors;
 
-namespace FedLora.Federation.Networking;
+namespace FedLora.Server;
 
 /// <summary>
 /// A <see cref="ClientAssignment"/> as one safetensors payload: its tensors are exactly

@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 
-namespace FedLora.Federation.Networking;
+namespace FedLora.Server;
 
 /// <summary>
 /// The per-client bearer tokens, as the server keeps them: only their SHA-256 hashes. The operator

@@ -2,7 +2,7 @@ using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
 
-namespace FedLora.Federation.Networking;
+namespace FedLora.Server;
 
 /// <summary>
 /// Writes log events as JSON lines (time, level, category, event, message, every structured field and

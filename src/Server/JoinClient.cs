@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
+using FedLora.Federation;
 using FedLora.Kernels;
 using FedLora.Lora.Safetensors;
 using FedLora.Model;
@@ -10,7 +11,7 @@ using Polly;
 using Polly.Retry;
 using Polly.Timeout;
 
-namespace FedLora.Federation.Networking;
+namespace FedLora.Server;
 
 /// <summary>How persistent a joining client is; every loop is bounded in count and time.</summary>
 public sealed record JoinOptions

@@ -1,4 +1,5 @@
-namespace FedLora.Federation.Networking;
+using FedLora.Federation;
+namespace FedLora.Server;
 
 /// <summary>
 /// Coordinate-wise robust replacements for the averaging methods (FedIT: A and B; FFA-LoRA: B, A stays

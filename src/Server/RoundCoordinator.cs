@@ -1,10 +1,11 @@
 using System.Text.Json.Serialization;
+using FedLora.Federation;
 using FedLora.Model;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace FedLora.Federation.Networking;
+namespace FedLora.Server;
 
 /// <summary>Where the job stands.</summary>
 [JsonConverter(typeof(JsonStringEnumConverter<RoundPhase>))]
@@ -286,7 +287,7 @@ public sealed class RoundCoordinator
         }
         var decoded = UpdateValidator.Decode(assignment, payload, Math.Min(_options.MaxUploadBytes, UpdateLimits.ExpectedBytes(assignment)));
         var norm = UpdateGuard.ChangeNorm(assignment, decoded);
-        var clip = UpdateGuard.ClipOf(assignment, _options);
+        var clip = _options.ClipOf(assignment);
         var update = UpdateGuard.Clip(assignment, decoded, norm, clip);
         lock (_gate)
         {
@@ -467,7 +468,7 @@ public sealed class RoundCoordinator
             {
                 state = RobustAggregation.Aggregate(_strategy.Name, _state, updates, _options.Aggregation, _options.TrimFraction);
             }
-            var clip = updates.Max(u => UpdateGuard.ClipOf(plan.For(u.ClientId), _options));
+            var clip = updates.Max(u => _options.ClipOf(plan.For(u.ClientId)));
             if (UpdateGuard.CheckAggregate(_state, state, baseUpdate, clip) is not { } problem) return (state, baseUpdate, broadcast, updates.Count);
             var offender = updates.MaxBy(u => _norms[u.ClientId])!.ClientId;
             ServerLog.AggregateRejected(_log, plan.Round, problem, offender, _norms[offender]);

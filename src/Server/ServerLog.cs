@@ -1,6 +1,6 @@
 using Microsoft.Extensions.Logging;
 
-namespace FedLora.Federation.Networking;
+namespace FedLora.Server;
 
 /// <summary>
 /// Every line the server logs, as structured events (client id, round and outcome as fields). None takes a

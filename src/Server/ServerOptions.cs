@@ -1,7 +1,8 @@
+using FedLora.Federation;
 using FedLora.Model;
 using FedLora.Model.Training;
 
-namespace FedLora.Federation.Networking;
+namespace FedLora.Server;
 
 /// <summary>What a joining client must know to train exactly as the simulation would: sent as JSON at enrollment.</summary>
 /// <param name="Strategy">The strategy's name.</param>
@@ -117,6 +118,16 @@ public sealed record ServerOptions(int Rounds, int ClientsPerRound, int Seed, in
 
     /// <summary>Whether log lines also go to the console (they always go to server.log in the state folder).</summary>
     public bool ConsoleLog { get; init; }
+
+    /// <summary>The clip of <paramref name="assignment"/>'s update (see <see cref="UpdateNormFactor"/>); +infinity when off.</summary>
+    public double ClipOf(ClientAssignment assignment)
+    {
+        ArgumentNullException.ThrowIfNull(assignment);
+        if (MaxUpdateNorm is { } absolute) return absolute;
+        if (UpdateNormFactor == 0) return double.PositiveInfinity;
+        var (trained, startNorm) = UpdateGuard.TrainedValues(assignment);
+        return UpdateNormFactor * Local.LearningRate * Local.Steps * (Math.Sqrt(trained) + Local.WeightDecay * startNorm);
+    }
 
     /// <summary>Throws with a message naming the bad option.</summary>
     public void Validate(int clientCount)

@@ -1,11 +1,12 @@
 using System.Globalization;
 using System.Text.Json;
+using FedLora.Federation;
 using FedLora.Lora;
 using FedLora.Lora.Safetensors;
 using FedLora.Model;
 using Microsoft.Data.Sqlite;
 
-namespace FedLora.Federation.Networking;
+namespace FedLora.Server;
 
 /// <summary>What the server keeps on disk after a round; <see cref="Round"/> rounds are complete.</summary>
 /// <param name="Round">Rounds aggregated so far (the next round to open).</param>

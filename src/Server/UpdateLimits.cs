@@ -1,4 +1,5 @@
-namespace FedLora.Federation.Networking;
+using FedLora.Federation;
+namespace FedLora.Server;
 
 /// <summary>The most bytes an upload may take, derived from what its assignment expects: no client can make the server read more.</summary>
 public static class UpdateLimits

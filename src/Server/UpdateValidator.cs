@@ -1,6 +1,7 @@
+using FedLora.Federation;
 using FedLora.Lora.Safetensors;
 
-namespace FedLora.Federation.Networking;
+namespace FedLora.Server;
 
 /// <summary>Why an upload was refused: the HTTP status to answer and a message that says what was wrong.</summary>
 public sealed class UploadRejectedException : Exception

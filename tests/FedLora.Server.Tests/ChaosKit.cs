@@ -1,11 +1,12 @@
 using System.Net.Sockets;
 using System.Text;
+using FedLora.Federation;
 using FedLora.Kernels.Cpu;
 using FedLora.Lora.Safetensors;
 using FedLora.Model;
 using FedLora.Model.Data;
 
-namespace FedLora.Federation.Networking.Tests;
+namespace FedLora.Server.Tests;
 
 /// <summary>A clock the test moves.</summary>
 internal sealed class TestClock : TimeProvider

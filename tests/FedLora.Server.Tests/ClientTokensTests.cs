@@ -1,4 +1,4 @@
-namespace FedLora.Federation.Networking.Tests;
+namespace FedLora.Server.Tests;
 
 /// <summary>Client tokens: issued at random, written for the operator alone, matched by hash.</summary>
 public sealed class ClientTokensTests : IDisposable

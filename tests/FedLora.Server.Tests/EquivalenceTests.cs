@@ -1,4 +1,5 @@
-namespace FedLora.Federation.Networking.Tests;
+using FedLora.Federation;
+namespace FedLora.Server.Tests;
 
 /// <summary>A networked run over loopback HTTP against the in-process simulation of the same job.</summary>
 public sealed class EquivalenceTests

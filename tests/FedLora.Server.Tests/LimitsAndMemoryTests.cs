@@ -6,7 +6,7 @@ using System.Security.Cryptography;
 using System.Text;
 using FedLora.Lora.Safetensors;
 
-namespace FedLora.Federation.Networking.Tests;
+namespace FedLora.Server.Tests;
 
 /// <summary>Connection and rate limits, bodies refused before they are read, one upload per client, logs without secrets.</summary>
 public sealed class LimitsAndMemoryTests : IDisposable

@@ -4,7 +4,7 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Xunit.Abstractions;
 
-namespace FedLora.Federation.Networking.Tests;
+namespace FedLora.Server.Tests;
 
 /// <summary>Many concurrent clients on loopback, and the API over HTTPS.</summary>
 public sealed class LoadAndTlsTests(ITestOutputHelper output)

@@ -1,10 +1,11 @@
 using System.Net;
+using FedLora.Federation;
 using FedLora.Kernels.Cpu;
 using FedLora.Model;
 using FedLora.Model.Data;
 using FedLora.Model.Training;
 
-namespace FedLora.Federation.Networking.Tests;
+namespace FedLora.Server.Tests;
 
 /// <summary>A tiny federated job, run either in process (the simulation) or over loopback HTTP with real clients.</summary>
 internal sealed class NetworkHarness : IDisposable

@@ -1,4 +1,5 @@
-namespace FedLora.Federation.Networking.Tests;
+using FedLora.Federation;
+namespace FedLora.Server.Tests;
 
 /// <summary>One sampled client cannot poison the job: clipped updates, checked aggregates, bounded example counts, robust rules.</summary>
 public sealed class PoisoningTests
@@ -31,7 +32,7 @@ public sealed class PoisoningTests
         var coordinator = harness.Coordinator(harness.Options, new TestClock());
         ChaosKit.EnrollAll(coordinator, [0, 1, 2]);
         var assignment = ChaosKit.AssignmentOf(coordinator, 0);
-        var clip = UpdateGuard.ClipOf(assignment, harness.Options);
+        var clip = harness.Options.ClipOf(assignment);
         // lr 1e-2, 2 steps, factor 10: 0.2 sqrt(n).
         var trained = assignment.Start.Sum(a => a.A.Length + a.B.Length);
         Assert.Equal(10 * 1e-2 * 2 * Math.Sqrt(trained), clip, 1e-6);
@@ -56,7 +57,7 @@ public sealed class PoisoningTests
         var coordinator = harness.Coordinator(options, new TestClock());
         ChaosKit.EnrollAll(coordinator, [0, 1, 2]);
         var before = coordinator.State;
-        var clip = UpdateGuard.ClipOf(ChaosKit.AssignmentOf(coordinator, 2), options);
+        var clip = options.ClipOf(ChaosKit.AssignmentOf(coordinator, 2));
         coordinator.Submit(0, 0, ChaosKit.Train(coordinator, 0, options));
         coordinator.Submit(1, 0, ChaosKit.Train(coordinator, 1, options));
         coordinator.Submit(2, 0, ChaosKit.Crafted(ChaosKit.AssignmentOf(coordinator, 2), i => i % 2 == 0 ? 3e38f : -3e38f));

@@ -1,8 +1,9 @@
+using FedLora.Federation;
 using FedLora.Kernels.Cpu;
 using FedLora.Model;
 using FedLora.Model.Data;
 
-namespace FedLora.Federation.Networking.Tests;
+namespace FedLora.Server.Tests;
 
 /// <summary>The round state machine: quorum and deadline, stragglers, late updates, and resuming from the state folder.</summary>
 public sealed class RoundLifecycleTests

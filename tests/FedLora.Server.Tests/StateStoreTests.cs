@@ -1,6 +1,7 @@
+using FedLora.Federation;
 using FedLora.Lora;
 
-namespace FedLora.Federation.Networking.Tests;
+namespace FedLora.Server.Tests;
 
 /// <summary>The state folder: what is committed comes back exactly; what is not committed does not count.</summary>
 public sealed class StateStoreTests : IDisposable

@@ -1,4 +1,4 @@
-namespace FedLora.Federation.Networking.Tests;
+namespace FedLora.Server.Tests;
 
 /// <summary>A round closes transactionally; accepted updates survive a crash or a stop; the state folder cleans up after a crash.</summary>
 public sealed class TransactionalCloseTests : IDisposable

@@ -1,9 +1,10 @@
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
+using FedLora.Federation;
 using FedLora.Lora.Safetensors;
 
-namespace FedLora.Federation.Networking.Tests;
+namespace FedLora.Server.Tests;
 
 /// <summary>Every bad upload is refused with the right status and a message saying what was wrong, and leaves the global state untouched.</summary>
 public sealed class UploadValidationTests : IAsyncLifetime, IDisposable

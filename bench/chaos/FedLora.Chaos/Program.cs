@@ -6,7 +6,7 @@ using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
 using FedLora.Federation;
-using FedLora.Federation.Networking;
+using FedLora.Server;
 using FedLora.Kernels.Cpu;
 using FedLora.Model;
 using FedLora.Model.Data;

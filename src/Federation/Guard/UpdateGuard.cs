@@ -1,4 +1,4 @@
-namespace FedLora.Federation.Networking;
+namespace FedLora.Federation;
 
 /// <summary>
 /// Bounds what one client can do to the global state: each update's change from the start it was sent
@@ -10,22 +10,19 @@ public static class UpdateGuard
     /// <summary>How far past the old state (plus one clip) the aggregate's norm may grow before it counts as exploding.</summary>
     public const double ExplosionFactor = 100;
 
-    /// <summary>The clip of <paramref name="assignment"/>'s update under <paramref name="options"/>; +infinity when off.</summary>
-    public static double ClipOf(ClientAssignment assignment, ServerOptions options)
+    /// <summary>How many values <paramref name="assignment"/>'s client trains (B, and A unless frozen), and their start's L2 norm.</summary>
+    public static (long Count, double StartNorm) TrainedValues(ClientAssignment assignment)
     {
         ArgumentNullException.ThrowIfNull(assignment);
-        ArgumentNullException.ThrowIfNull(options);
-        if (options.MaxUpdateNorm is { } absolute) return absolute;
-        if (options.UpdateNormFactor == 0) return double.PositiveInfinity;
-        long trained = 0;
-        double startSquares = 0;
+        long count = 0;
+        double squares = 0;
+        var both = assignment.Trainable == TrainableFactors.Both;
         foreach (var start in assignment.Start)
         {
-            trained += start.B.Length + (assignment.Trainable == TrainableFactors.Both ? start.A.Length : 0);
-            startSquares += SumOfSquares(start.B) + (assignment.Trainable == TrainableFactors.Both ? SumOfSquares(start.A) : 0);
+            count += start.B.Length + (both ? start.A.Length : 0);
+            squares += SumOfSquares(start.B) + (both ? SumOfSquares(start.A) : 0);
         }
-        var local = options.Local;
-        return options.UpdateNormFactor * local.LearningRate * local.Steps * (Math.Sqrt(trained) + local.WeightDecay * Math.Sqrt(startSquares));
+        return (count, Math.Sqrt(squares));
     }
 
     /// <summary>
