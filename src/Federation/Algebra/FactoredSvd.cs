@@ -55,6 +55,15 @@ internal static class FactoredSvd
         return Pack(o, c, k, svd.U, svd.S.ToArray(), svd.VT.Transpose());
     }
 
+    /// <summary>The SVD of the dense <paramref name="product"/> (O,C) row-major, truncated to its <paramref name="rank"/> largest singular values (rank &lt;= min(O, C)).</summary>
+    public static Result OfDense(int o, int c, double[] product, int rank)
+    {
+        if (rank < 0 || rank > Math.Min(o, c)) throw new ArgumentOutOfRangeException(nameof(rank), rank, $"a truncated SVD of an ({o},{c}) matrix keeps between 0 and {Math.Min(o, c)} ranks");
+        if (rank == 0) return new Result(o, c, 0, [], [], []);
+        var svd = Matrix<double>.Build.Dense(o, c, (i, j) => product[i * c + j]).Svd(computeVectors: true);
+        return Pack(o, c, rank, svd.U, svd.S.ToArray(), svd.VT.Transpose());
+    }
+
     private static Result Pack(int o, int c, int k, Matrix<double> u, double[] sigma, Matrix<double> v)
     {
         var packedU = new double[o * k];

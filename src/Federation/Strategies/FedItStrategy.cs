@@ -1,3 +1,4 @@
+using FedLora.Federation.Privacy;
 using FedLora.Lora;
 
 namespace FedLora.Federation;
@@ -14,8 +15,10 @@ namespace FedLora.Federation;
 /// Heterogeneous budgets: FedIT averages factors, which needs one rank. Every client trains the
 /// global rank r; a client whose budget is below r is an error that asks for r = the smallest budget
 /// (clients that afford more still train r).
+/// <para>Under DP (<see cref="AggregatePrivately"/>) each client's contribution is its change
+/// (A_k - A, B_k - B), clipped to S; then A = A + g_A, B = B + g_B with g the noised sum over M.</para>
 /// </summary>
-public sealed class FedItStrategy : IFederatedStrategy
+public sealed class FedItStrategy : IFederatedStrategy, IPrivateAggregation
 {
     private readonly LoraModuleSpec[] _modules;
 
@@ -58,6 +61,15 @@ public sealed class FedItStrategy : IFederatedStrategy
         var pairs = RoundRules.Pair(this, plan, state, updates);
         var p = RoundRules.DataWeights(pairs);
         var adapters = RoundRules.PaddedAverage(_modules, Settings.Rank, pairs, p);
+        return new AggregationResult(new GlobalState(state.Round + 1, adapters, state.Alpha, state.Scaling));
+    }
+
+    /// <summary>A = A + g_A, B = B + g_B: g = (sum_k clip_S(A_k - A, B_k - B) + N(0, (z S)^2)) / M.</summary>
+    public AggregationResult AggregatePrivately(RoundPlan plan, GlobalState state, IReadOnlyList<ClientUpdate> updates, PrivateSum sum)
+    {
+        ArgumentNullException.ThrowIfNull(sum);
+        var pairs = RoundRules.Pair(this, plan, state, updates);
+        var adapters = PrivateAggregation.PaddedAverage(_modules, Settings.Rank, trainsA: true, plan, state, pairs, sum);
         return new AggregationResult(new GlobalState(state.Round + 1, adapters, state.Alpha, state.Scaling));
     }
 }

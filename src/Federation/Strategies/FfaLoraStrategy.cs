@@ -1,3 +1,4 @@
+using FedLora.Federation.Privacy;
 using FedLora.Lora;
 
 namespace FedLora.Federation;
@@ -13,8 +14,10 @@ namespace FedLora.Federation;
 /// </code>
 /// Heterogeneous budgets: as FedIT, one rank r on every client (a budget below r is an error). A
 /// travels down every round (clients keep no state between rounds).
+/// <para>Under DP (<see cref="AggregatePrivately"/>) each client's contribution is B_k - B alone, clipped
+/// to S; B = B + g with g the noised sum over M, and A, which nobody changes, carries no noise.</para>
 /// </summary>
-public sealed class FfaLoraStrategy : IFederatedStrategy
+public sealed class FfaLoraStrategy : IFederatedStrategy, IPrivateAggregation
 {
     private readonly LoraModuleSpec[] _modules;
 
@@ -60,6 +63,15 @@ public sealed class FfaLoraStrategy : IFederatedStrategy
         var adapters = RoundRules.PaddedAverage(_modules, Settings.Rank, pairs, p)
             .Select((average, module) => new HostAdapter(_modules[module], Settings.Rank, state.Adapters[module].A, average.B))
             .ToArray();
+        return new AggregationResult(new GlobalState(state.Round + 1, adapters, state.Alpha, state.Scaling));
+    }
+
+    /// <summary>B = B + (sum_k clip_S(B_k - B) + N(0, (z S)^2)) / M; A unchanged.</summary>
+    public AggregationResult AggregatePrivately(RoundPlan plan, GlobalState state, IReadOnlyList<ClientUpdate> updates, PrivateSum sum)
+    {
+        ArgumentNullException.ThrowIfNull(sum);
+        var pairs = RoundRules.Pair(this, plan, state, updates);
+        var adapters = PrivateAggregation.PaddedAverage(_modules, Settings.Rank, trainsA: false, plan, state, pairs, sum);
         return new AggregationResult(new GlobalState(state.Round + 1, adapters, state.Alpha, state.Scaling));
     }
 }

@@ -1,3 +1,4 @@
+using FedLora.Federation.Privacy;
 using FedLora.Lora;
 
 namespace FedLora.Federation;
@@ -16,8 +17,11 @@ namespace FedLora.Federation;
 ///            A, B += eta g   (eta = server learning rate, 1 by default)
 ///            or FedAdam: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; A, B += eta m / (sqrt(v) + tau)
 /// </code>
+/// Under DP (<see cref="AggregatePrivately"/>) each client's contribution is its scattered change,
+/// clipped to S, and g = (sum_k clip_S(scatter_{I_k}(trained_k - start_k)) + N(0, (z S)^2)) / M, M the
+/// fixed denominator; the server step is the same.
 /// </summary>
-public sealed class FsLoraStrategy : IFederatedStrategy
+public sealed class FsLoraStrategy : IFederatedStrategy, IPrivateAggregation
 {
     private readonly LoraModuleSpec[] _modules;
 
@@ -90,28 +94,48 @@ public sealed class FsLoraStrategy : IFederatedStrategy
     {
         var pairs = RoundRules.Pair(this, plan, state, updates);
         var mean = 1.0 / pairs.Length;
+        var g = new (double[] A, double[] B)[_modules.Length];
+        for (var module = 0; module < _modules.Length; module++)
+        {
+            var sum = new AdapterAccumulator(_modules[module], Settings.Rank);
+            foreach (var (assignment, update) in pairs)
+            {
+                var indices = assignment.RankIndices![module];
+                var start = assignment.Start[module];
+                sum.AddScattered(update.Modules[module].A!, update.Modules[module].B, indices, mean);
+                sum.AddScattered(start.A, start.B, indices, -mean);
+            }
+            g[module] = (sum.A, sum.B);
+        }
+        return ServerStep(state, g);
+    }
+
+    /// <summary>The server step on g = (sum_k clip_S(scatter_{I_k}(trained_k - start_k)) + N(0, (z S)^2)) / M.</summary>
+    public AggregationResult AggregatePrivately(RoundPlan plan, GlobalState state, IReadOnlyList<ClientUpdate> updates, PrivateSum sum)
+    {
+        ArgumentNullException.ThrowIfNull(sum);
+        var pairs = RoundRules.Pair(this, plan, state, updates);
+        var g = PrivateAggregation.NoisedMeanChange(_modules, Settings.Rank, trainsA: true, pairs, sum);
+        return ServerStep(state, g.Select(change => (change.A!, change.B)).ToArray());
+    }
+
+    /// <summary>A, B += eta g per module, or FedAdam's step on g.</summary>
+    private AggregationResult ServerStep(GlobalState state, (double[] A, double[] B)[] g)
+    {
         var adapters = new HostAdapter[_modules.Length];
         var first = new HostAdapter[_modules.Length];
         var second = new HostAdapter[_modules.Length];
         for (var module = 0; module < _modules.Length; module++)
         {
-            var g = new AdapterAccumulator(_modules[module], Settings.Rank);
-            foreach (var (assignment, update) in pairs)
-            {
-                var indices = assignment.RankIndices![module];
-                var start = assignment.Start[module];
-                g.AddScattered(update.Modules[module].A!, update.Modules[module].B, indices, mean);
-                g.AddScattered(start.A, start.B, indices, -mean);
-            }
             var current = state.Adapters[module];
             if (state.ServerOptimizer is { } moments)
             {
                 var adam = Options.ServerAdam!;
-                (adapters[module], first[module], second[module]) = FedAdamStep(current, g, moments.FirstMoment[module], moments.SecondMoment[module], adam);
+                (adapters[module], first[module], second[module]) = FedAdamStep(current, g[module], moments.FirstMoment[module], moments.SecondMoment[module], adam);
             }
             else
             {
-                adapters[module] = SgdStep(current, g);
+                adapters[module] = SgdStep(current, g[module]);
             }
         }
         var optimizer = state.ServerOptimizer is null ? null : new ServerAdamState(state.ServerOptimizer.Step + 1, first, second);
@@ -133,7 +157,7 @@ public sealed class FsLoraStrategy : IFederatedStrategy
         return chosen;
     }
 
-    private HostAdapter SgdStep(HostAdapter current, AdapterAccumulator g)
+    private HostAdapter SgdStep(HostAdapter current, (double[] A, double[] B) g)
     {
         var eta = Options.ServerLearningRate;
         var a = new float[current.A.Length];
@@ -143,7 +167,7 @@ public sealed class FsLoraStrategy : IFederatedStrategy
         return new HostAdapter(current.Module, current.Rank, a, b);
     }
 
-    private (HostAdapter Next, HostAdapter First, HostAdapter Second) FedAdamStep(HostAdapter current, AdapterAccumulator g,
+    private (HostAdapter Next, HostAdapter First, HostAdapter Second) FedAdamStep(HostAdapter current, (double[] A, double[] B) g,
         HostAdapter first, HostAdapter second, FedAdamOptions adam)
     {
         var next = HostAdapter.Zero(current.Module, current.Rank);

@@ -1,3 +1,4 @@
+using FedLora.Federation.Privacy;
 using FedLora.Lora;
 
 namespace FedLora.Federation;
@@ -16,8 +17,15 @@ namespace FedLora.Federation;
 /// </code>
 /// The weights follow the paper's ||Delta W_k|| with Delta W_k = B_k A_k, per module, without n_k; under
 /// the SameScale rule s_k = s, so scaling the norms by s_k would not change the normalised weights.
+/// <para>Under DP (<see cref="AggregatePrivately"/>) the sparsity weights go: w_k depends on client k's
+/// update and, through the normalisation, scales every other client's contribution, so one client could
+/// move the aggregate by far more than S. The aggregate is zero-padding's private one (p_k = 1/M, the plan's
+/// dilution f_j); a client that pruned to r' &lt; r_k contributes its change on its first r' ranks and minus
+/// the start on the ranks r'..r_k it dropped, all clipped to S together. The pruned ranks themselves are
+/// the clients' choice, visible as the upload's rank, and shape their next assignments: DP covers the
+/// adapter's values, not that rank schedule.</para>
 /// </summary>
-public sealed class HetLoraStrategy : IFederatedStrategy
+public sealed class HetLoraStrategy : IFederatedStrategy, IPrivateAggregation
 {
     private readonly LoraModuleSpec[] _modules;
 
@@ -67,9 +75,23 @@ public sealed class HetLoraStrategy : IFederatedStrategy
         var pairs = RoundRules.Pair(this, plan, state, updates);
         var p = RoundRules.DataWeights(pairs);
         var adapters = RoundRules.PaddedAverage(_modules, Settings.Rank, pairs, module => NormWeights(pairs, module, p));
+        return new AggregationResult(new GlobalState(state.Round + 1, adapters, state.Alpha, state.Scaling, PrunedRanks(state, pairs)));
+    }
+
+    /// <summary>Zero-padding's private aggregate (uniform weights, see the class remarks), and the pruned ranks as <see cref="Aggregate"/> records them.</summary>
+    public AggregationResult AggregatePrivately(RoundPlan plan, GlobalState state, IReadOnlyList<ClientUpdate> updates, PrivateSum sum)
+    {
+        ArgumentNullException.ThrowIfNull(sum);
+        var pairs = RoundRules.Pair(this, plan, state, updates);
+        var adapters = PrivateAggregation.PaddedAverage(_modules, Settings.Rank, trainsA: true, plan, state, pairs, sum);
+        return new AggregationResult(new GlobalState(state.Round + 1, adapters, state.Alpha, state.Scaling, PrunedRanks(state, pairs)));
+    }
+
+    private static Dictionary<int, int> PrunedRanks(GlobalState state, (ClientAssignment Assignment, ClientUpdate Update)[] pairs)
+    {
         var ranks = new Dictionary<int, int>(state.ClientRanks);
         foreach (var (_, update) in pairs) ranks[update.ClientId] = update.Rank;
-        return new AggregationResult(new GlobalState(state.Round + 1, adapters, state.Alpha, state.Scaling, ranks));
+        return ranks;
     }
 
     /// <summary>w_k = ||B_k A_k||_F / sum_j ||B_j A_j||_F for one module (p_k when every norm is 0).</summary>

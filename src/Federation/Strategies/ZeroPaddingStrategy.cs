@@ -1,3 +1,4 @@
+using FedLora.Federation.Privacy;
 using FedLora.Lora;
 
 namespace FedLora.Federation;
@@ -13,8 +14,12 @@ namespace FedLora.Federation;
 /// </code>
 /// A rank j only keeps the weight of the clients that trained it (sum of p_k over r_k > j): ranks no
 /// reporting client trained become zero. That dilution is the method's, kept as published.
+/// <para>Under DP (<see cref="AggregatePrivately"/>) p_k = 1/M and each client's contribution is its padded
+/// change pad(A_k - A[:r_k,:]), pad(B_k - B[:,:r_k]), clipped to S; rank j of the result is
+/// f_j (global rank j) + g_j, f_j the fraction of the plan's clients assigned more than j ranks (the
+/// published dilution, from ranks the server chose) and g the noised sum over M.</para>
 /// </summary>
-public sealed class ZeroPaddingStrategy : IFederatedStrategy
+public sealed class ZeroPaddingStrategy : IFederatedStrategy, IPrivateAggregation
 {
     private readonly LoraModuleSpec[] _modules;
 
@@ -58,6 +63,15 @@ public sealed class ZeroPaddingStrategy : IFederatedStrategy
         var pairs = RoundRules.Pair(this, plan, state, updates);
         var p = RoundRules.DataWeights(pairs);
         var adapters = RoundRules.PaddedAverage(_modules, Settings.Rank, pairs, p);
+        return new AggregationResult(new GlobalState(state.Round + 1, adapters, state.Alpha, state.Scaling));
+    }
+
+    /// <summary>Rank j: f_j (global rank j) + (sum_k clip_S(pad(change_k)) + N(0, (z S)^2))_j / M.</summary>
+    public AggregationResult AggregatePrivately(RoundPlan plan, GlobalState state, IReadOnlyList<ClientUpdate> updates, PrivateSum sum)
+    {
+        ArgumentNullException.ThrowIfNull(sum);
+        var pairs = RoundRules.Pair(this, plan, state, updates);
+        var adapters = PrivateAggregation.PaddedAverage(_modules, Settings.Rank, trainsA: true, plan, state, pairs, sum);
         return new AggregationResult(new GlobalState(state.Round + 1, adapters, state.Alpha, state.Scaling));
     }
 }
