@@ -1,7 +1,7 @@
 // FedLora as a library: FSLoRA over the shipped Dolly-15k clients from the shipped base model, two
 // short rounds, then the global adapter and the fine-tuned model saved. Usage:
 //   dotnet run --project samples/Quickstart -c Release [-- REPOSITORY_ROOT [OUTPUT_FOLDER]]
-using FedLora.Federation;
+using FedLora.Runtime;
 
 var root = args.Length > 0 ? args[0] : FindRepositoryRoot();
 var output = args.Length > 1 ? Directory.CreateDirectory(args[1]).FullName : Directory.CreateTempSubdirectory("fedlora-quickstart-").FullName;

@@ -7,6 +7,7 @@ using FedLora.Kernels;
 using FedLora.Lora;
 using FedLora.Model;
 using FedLora.Model.Evaluation;
+using FedLora.Runtime;
 using Spectre.Console;
 
 namespace FedLora.Cli;

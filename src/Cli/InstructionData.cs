@@ -1,7 +1,7 @@
 using System.Globalization;
-using FedLora.Federation;
 using FedLora.Model.Data;
 using FedLora.Model.Tokenization;
+using FedLora.Runtime;
 
 namespace FedLora.Cli;
 

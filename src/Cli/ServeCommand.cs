@@ -4,9 +4,10 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using FedLora.Federation;
-using FedLora.Server;
 using FedLora.Lora;
 using FedLora.Model;
+using FedLora.Runtime;
+using FedLora.Server;
 using Spectre.Console;
 
 namespace FedLora.Cli;

@@ -1,6 +1,7 @@
 using System.Text.Json.Serialization;
 using FedLora.Federation;
 using FedLora.Model;
+using FedLora.Runtime;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;

@@ -1,6 +1,7 @@
 using FedLora.Federation;
 using FedLora.Model;
 using FedLora.Model.Training;
+using FedLora.Runtime;
 
 namespace FedLora.Server;
 

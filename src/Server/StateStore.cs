@@ -4,6 +4,7 @@ using FedLora.Federation;
 using FedLora.Lora;
 using FedLora.Lora.Safetensors;
 using FedLora.Model;
+using FedLora.Runtime;
 using Microsoft.Data.Sqlite;
 
 namespace FedLora.Server;

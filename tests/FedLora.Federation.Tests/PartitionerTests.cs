@@ -1,3 +1,4 @@
+using FedLora.Runtime;
 namespace FedLora.Federation.Tests;
 
 public class PartitionerTests

@@ -4,6 +4,7 @@ using FedLora.Lora.Safetensors;
 using FedLora.Model;
 using FedLora.Model.Data;
 using FedLora.Model.Training;
+using FedLora.Runtime;
 
 namespace FedLora.Federation.Tests;
 

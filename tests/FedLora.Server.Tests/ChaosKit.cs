@@ -5,6 +5,7 @@ using FedLora.Kernels.Cpu;
 using FedLora.Lora.Safetensors;
 using FedLora.Model;
 using FedLora.Model.Data;
+using FedLora.Runtime;
 
 namespace FedLora.Server.Tests;
 

@@ -1,7 +1,7 @@
-using FedLora.Federation;
 using FedLora.Kernels.Cpu;
 using FedLora.Model;
 using FedLora.Model.Data;
+using FedLora.Runtime;
 
 namespace FedLora.Server.Tests;
 

@@ -1,5 +1,6 @@
 using FedLora.Federation;
 using FedLora.Lora;
+using FedLora.Runtime;
 
 namespace FedLora.Server.Tests;
 

@@ -3,6 +3,7 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using FedLora.Federation;
 using FedLora.Lora.Safetensors;
+using FedLora.Runtime;
 
 namespace FedLora.Server.Tests;
 

@@ -6,11 +6,12 @@ using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
 using FedLora.Federation;
-using FedLora.Server;
 using FedLora.Kernels.Cpu;
 using FedLora.Model;
 using FedLora.Model.Data;
 using FedLora.Model.Training;
+using FedLora.Runtime;
+using FedLora.Server;
 
 // The chaos and load driver of bench/chaos (see its README): a server on a tiny model, its clients, and attackers,
 // as separate processes on loopback, so a script can kill -9, SIGTERM, flood and measure them. Every loop is bounded.

@@ -1,4 +1,4 @@
-namespace FedLora.Federation;
+namespace FedLora.Runtime;
 
 /// <summary>Bytes one client received and sent in one round, as serialized payloads.</summary>
 /// <param name="Round">The round.</param>

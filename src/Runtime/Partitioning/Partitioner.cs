@@ -1,6 +1,6 @@
 using MathNet.Numerics.Distributions;
 
-namespace FedLora.Federation;
+namespace FedLora.Runtime;
 
 /// <summary>
 /// Splits a pool of examples over clients: IID (a seeded shuffle dealt round-robin) or non-IID by

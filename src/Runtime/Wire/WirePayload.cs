@@ -1,6 +1,7 @@
+using FedLora.Federation;
 using FedLora.Lora.Safetensors;
 
-namespace FedLora.Federation;
+namespace FedLora.Runtime;
 
 /// <summary>Tensors on the wire: one safetensors payload per message, as the networked run sends them.</summary>
 public static class WirePayload

@@ -4,7 +4,7 @@ using FedLora.Federation;
 using FedLora.Lora;
 using FedLora.Lora.Safetensors;
 
-namespace FedLora.Server;
+namespace FedLora.Runtime;
 
 /// <summary>
 /// A <see cref="ClientAssignment"/> as one safetensors payload: its tensors are exactly

@@ -1,10 +1,11 @@
 using System.Diagnostics;
+using FedLora.Federation;
 using FedLora.Lora;
 using FedLora.Model;
 using FedLora.Model.Data;
 using FedLora.Model.Training;
 
-namespace FedLora.Federation;
+namespace FedLora.Runtime;
 
 /// <summary>A client of a federation: its id, its number of examples n_k, its budget and its private data.</summary>
 /// <param name="Id">0-based client id.</param>

@@ -1,8 +1,9 @@
+using FedLora.Federation;
 using FedLora.Lora;
 using FedLora.Model;
 using FedLora.Model.Training;
 
-namespace FedLora.Federation;
+namespace FedLora.Runtime;
 
 /// <summary>The global model a strategy's state describes: base weights (with FLoRA's merged updates) plus the global adapters.</summary>
 public static class GlobalModel

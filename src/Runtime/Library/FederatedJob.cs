@@ -1,3 +1,4 @@
+using FedLora.Federation;
 using FedLora.Kernels;
 using FedLora.Lora;
 using FedLora.Lora.Safetensors;
@@ -5,7 +6,7 @@ using FedLora.Model;
 using FedLora.Model.Data;
 using FedLora.Model.Training;
 
-namespace FedLora.Federation;
+namespace FedLora.Runtime;
 
 /// <summary>
 /// A base model checkpoint, read into memory once and checked. Every <see cref="FederatedJob"/> loads

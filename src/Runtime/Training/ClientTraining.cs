@@ -1,10 +1,11 @@
+using FedLora.Federation;
 using FedLora.Kernels;
 using FedLora.Lora;
 using FedLora.Model;
 using FedLora.Model.Data;
 using FedLora.Model.Training;
 
-namespace FedLora.Federation;
+namespace FedLora.Runtime;
 
 /// <summary>
 /// A client's work in a round, the same in the simulation and on a networked client: load the
