@@ -214,6 +214,21 @@ public sealed class PrivateAggregationTests
     }
 
     [Fact]
+    public void Noise_FfaLora_OnBOnlyAndAStaysExact()
+    {
+        // Nobody changes A, so A carries no noise: it must stay the frozen init bit for bit, while B moves.
+        var strategy = new FfaLoraStrategy([new LoraModuleSpec("big", InFeatures: 48, OutFeatures: 64)], new LoraSettings(8, 16));
+        var random = new Random(5);
+        var state = strategy.Initialize(random);
+        var plan = strategy.ConfigureRound(0, state, Enumerable.Range(0, 3).Select(id => Fixtures.Client(id, 5, 8)).ToArray(), random);
+
+        var next = Private(strategy, plan, state, plan.Assignments.Select(assignment => Fixtures.Shifted(assignment, 0)).ToArray(), clip: 0.7, noise: 1.3).State;
+
+        Assert.Equal(state.Adapters[0].A, next.Adapters[0].A);
+        AssertGaussian(Fixtures.Subtract([.. next.Adapters[0].B.Select(x => (double)x)], [.. state.Adapters[0].B.Select(x => (double)x)]), 1.3 * 0.7 / 3);
+    }
+
+    [Fact]
     public void Noise_PrivateSumRelease_HasStandardDeviationZS()
     {
         var sum = new PrivateSum(2.5, 0.8, 1, new Random(17));
