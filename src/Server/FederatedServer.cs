@@ -6,7 +6,7 @@ using System.Security.Cryptography.X509Certificates;
 using System.Text.Json;
 using System.Threading.RateLimiting;
 using FedLora.Federation;
-using FedLora.Lora.Safetensors;
+using FedLora.Runtime;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting;
@@ -28,8 +28,10 @@ namespace FedLora.Server;
 /// <item><c>POST /v1/clients/{id}/enroll</c> with <c>{"exampleCount": n}</c>: records n_k, answers the <see cref="JobDescription"/>;</item>
 /// <item><c>GET /v1/clients/{id}/assignment</c>: 200 and the assignment payload (safetensors) when sampled, 204 to wait, 410 when the job is over;</item>
 /// <item><c>POST /v1/clients/{id}/rounds/{round}/update</c>: the update payload (safetensors), validated before it is accepted;</item>
-/// <item><c>GET /v1/base</c>: the base weights (safetensors) the current round trains on;</item>
-/// <item><c>GET /v1/status</c>: the caller's <see cref="RoundStatus"/> as JSON.</item>
+/// <item><c>GET /v1/base?have=V</c>: what brings a client holding base version V (-1: none) to the current base (safetensors,
+/// see <see cref="BasePayload"/>): the base updates it missed (FLoRA) or the whole base, whichever is smaller;</item>
+/// <item><c>GET /v1/status</c>: the caller's <see cref="RoundStatus"/> as JSON;</item>
+/// <item><c>GET /v1/metrics</c>: every committed round's <see cref="RoundMetrics"/> as JSON (the global model's held-out losses when the server holds a test set).</item>
 /// </list>
 /// Headers <c>X-FedLora-Round</c> and <c>X-FedLora-Base-Version</c> say which round and base a reply belongs to.
 /// Refusals are 4xx (503 when the server cannot save) with a plain-text message that says what was wrong.
@@ -62,18 +64,23 @@ public sealed class FederatedServer : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly ConcurrentDictionary<int, bool> _toldFinished = new();
     private readonly Dictionary<IPAddress, int> _connections = [];
-    private readonly Lock _baseGate = new();
     private WebApplication? _app;
     private Task? _ticker;
-    private (int Version, byte[] Payload)? _baseCache;
+    private readonly ConcurrentDictionary<int, long> _sentTo = new();
+    private readonly ConcurrentDictionary<int, long> _receivedFrom = new();
     private int _openConnections;
     private long _lastLimitLog;
     private long _bytesReceived;
     private long _bytesSent;
     private bool _stopped;
 
-    /// <summary>Prepares the job (resuming from the state folder if it holds one); nothing listens until <see cref="StartAsync"/>.</summary>
-    public FederatedServer(IFederatedStrategy strategy, Model.Gpt model, IReadOnlyList<ClientBudget> budgets, ClientTokens tokens, ServerOptions options)
+    /// <summary>
+    /// Prepares the job (resuming from the state folder if it holds one); nothing listens until <see cref="StartAsync"/>.
+    /// <paramref name="model"/> holds the job's initial base weights; the global model is evaluated on
+    /// <paramref name="evaluation"/> after each round (<c>GET /v1/metrics</c>).
+    /// </summary>
+    public FederatedServer(IFederatedStrategy strategy, Model.Gpt model, IReadOnlyList<ClientBudget> budgets, ClientTokens tokens, ServerOptions options,
+        IReadOnlyList<EvaluationSet>? evaluation = null)
     {
         ArgumentNullException.ThrowIfNull(strategy);
         ArgumentNullException.ThrowIfNull(model);
@@ -86,7 +93,7 @@ public sealed class FederatedServer : IAsyncDisposable
         _log = _loggers.CreateLogger("FedLora.Server");
         try
         {
-            _coordinator = new RoundCoordinator(strategy, model, budgets, options, logger: _loggers.CreateLogger("FedLora.Rounds"));
+            _coordinator = new RoundCoordinator(strategy, model, budgets, options, logger: _loggers.CreateLogger("FedLora.Rounds"), evaluation: evaluation);
         }
         catch
         {
@@ -95,7 +102,7 @@ public sealed class FederatedServer : IAsyncDisposable
         }
         _tokens = tokens;
         _options = options;
-        _job = new JobDescription(strategy.Name, options.Rounds, options.Seed, model.Config, options.Batch, options.Time, options.Local);
+        _job = new JobDescription(strategy.Name, options.Rounds, options.Seed, model.Config, options.Batch, options.Time, options.Local, _coordinator.BaseFingerprint);
     }
 
     /// <summary>The round loop.</summary>
@@ -109,6 +116,12 @@ public sealed class FederatedServer : IAsyncDisposable
 
     /// <summary>Assignment and base-weight payload bytes sent.</summary>
     public long BytesSent => Interlocked.Read(ref _bytesSent);
+
+    /// <summary>Payload bytes sent to client <paramref name="clientId"/> (assignments and base downloads).</summary>
+    public long BytesSentTo(int clientId) => _sentTo.GetValueOrDefault(clientId);
+
+    /// <summary>Update payload bytes received from client <paramref name="clientId"/> and taken.</summary>
+    public long BytesReceivedFrom(int clientId) => _receivedFrom.GetValueOrDefault(clientId);
 
     /// <summary>Cancelled when the host is asked to stop (SIGTERM, Ctrl+C) or <see cref="StopAsync"/> runs.</summary>
     public CancellationToken ShutdownRequested => _stopping.Token;
@@ -379,19 +392,25 @@ public sealed class FederatedServer : IAsyncDisposable
                 return Results.Text($"the job is finished after {reply.Round} rounds", statusCode: 410);
             }
             if (reply.Payload is null) return Results.NoContent();
-            Interlocked.Add(ref _bytesSent, reply.Payload.LongLength);
+            CountSent(id, reply.Payload.LongLength);
             return Results.Bytes(reply.Payload, "application/octet-stream");
         });
         clients.MapPost("/rounds/{round:int}/update", UploadAsync);
 
         var job = app.MapGroup("/v1");
-        job.MapGet("/base", (HttpContext context) =>
+        job.MapGet("/base", (HttpContext context, int? have) =>
         {
             if (Authenticate(context, null) is { } refused) return refused;
-            var (version, payload) = BasePayload();
-            context.Response.Headers[BaseVersionHeader] = version.ToString(CultureInfo.InvariantCulture);
-            Interlocked.Add(ref _bytesSent, payload.LongLength);
-            return Results.Bytes(payload, "application/octet-stream");
+            var client = (int)context.Items[ClientItem]!;
+            var reply = _coordinator.BaseFor(client, have ?? -1);
+            context.Response.Headers[BaseVersionHeader] = reply.Version.ToString(CultureInfo.InvariantCulture);
+            CountSent(client, reply.Payload.LongLength);
+            return Results.Bytes(reply.Payload, "application/octet-stream");
+        });
+        job.MapGet("/metrics", (HttpContext context) =>
+        {
+            if (Authenticate(context, null) is { } refused) return refused;
+            return Results.Json(_coordinator.MetricsHistory);
         });
         job.MapGet("/status", (HttpContext context) =>
         {
@@ -442,25 +461,14 @@ public sealed class FederatedServer : IAsyncDisposable
         }
         Interlocked.Add(ref _bytesReceived, payload.Length);
         _coordinator.Submit(id, round, payload);
+        _receivedFrom.AddOrUpdate(id, payload.Length, (_, total) => total + payload.Length);
         return Results.Text($"update of client {id} for round {round} accepted");
     }
 
-    private (int Version, byte[] Payload) BasePayload()
+    private void CountSent(int clientId, long bytes)
     {
-        lock (_baseGate)
-        {
-            return _coordinator.WithModel((model, version) =>
-            {
-                // Serialized once per version: every client fetches the same weights.
-                if (_baseCache is not { } cached || cached.Version != version)
-                {
-                    var writer = new SafetensorsWriter();
-                    writer.AddFloats("parameters", model.Backend.ToArray(model.Parameters), model.Layout.Length);
-                    _baseCache = cached = (version, writer.ToArray());
-                }
-                return cached;
-            });
-        }
+        Interlocked.Add(ref _bytesSent, bytes);
+        _sentTo.AddOrUpdate(clientId, bytes, (_, total) => total + bytes);
     }
 
     private static void LimitBody(HttpContext context, long bytes)

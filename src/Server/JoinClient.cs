@@ -60,9 +60,10 @@ public sealed record JoinResult(int RoundsTrained, int LateRounds, long BytesDow
 
 /// <summary>
 /// <c>fedlora join</c>: one client of a networked job. It enrolls with its number of examples, then
-/// loops: poll for an assignment, fetch the base weights when their version changed, train with
-/// <see cref="ClientTraining.Train"/> on batches seeded by <see cref="FederatedSimulation.BatchSeed"/>
-/// (so it trains exactly what the simulation would), upload. Transient errors are retried with
+/// loops: poll for an assignment, bring its base weights to the assignment's version when they differ
+/// (FLoRA: the base updates it missed, or the whole base when that is smaller; a client that starts with the
+/// job's own base weights downloads no base at all), train with <see cref="ClientTraining.Train"/> on batches
+/// seeded by <see cref="RoundSchedule.BatchSeed"/> (so it trains exactly what the simulation would), upload. Transient errors are retried with
 /// exponential backoff; it keeps no state of its own, so it is safe to kill and restart.
 /// </summary>
 public sealed class JoinClient
@@ -71,13 +72,19 @@ public sealed class JoinClient
     private readonly int _clientId;
     private readonly Backend _backend;
     private readonly IReadOnlyList<InstructionExample> _examples;
+    private readonly float[]? _baseWeights;
     private readonly JoinOptions _options;
     private readonly ResiliencePipeline<HttpResponseMessage> _retry;
     private long _downloaded;
     private long _uploaded;
 
-    /// <summary>A client of the server <paramref name="http"/> points at (its BaseAddress), training on <paramref name="backend"/>.</summary>
-    public JoinClient(HttpClient http, int clientId, string token, Backend backend, IReadOnlyList<InstructionExample> examples, JoinOptions? options = null)
+    /// <summary>
+    /// A client of the server <paramref name="http"/> points at (its BaseAddress), training on <paramref name="backend"/>.
+    /// <paramref name="baseWeights"/> is its own copy of the job's base weights (the model it was given), if any: when
+    /// it matches the server's, the client starts from it instead of downloading the base.
+    /// </summary>
+    public JoinClient(HttpClient http, int clientId, string token, Backend backend, IReadOnlyList<InstructionExample> examples, JoinOptions? options = null,
+        float[]? baseWeights = null)
     {
         ArgumentNullException.ThrowIfNull(http);
         ArgumentException.ThrowIfNullOrWhiteSpace(token);
@@ -90,6 +97,7 @@ public sealed class JoinClient
         _clientId = clientId;
         _backend = backend;
         _examples = examples;
+        _baseWeights = baseWeights;
         _options = options ?? new JoinOptions();
         var pipeline = new ResiliencePipelineBuilder<HttpResponseMessage>();
         if (_options.MaxRetries > 0)
@@ -127,6 +135,12 @@ public sealed class JoinClient
         var job = await EnrollAsync(token).ConfigureAwait(false);
         using var model = new Gpt(_backend, job.Model, job.Batch, job.Time);
         var baseVersion = -1;
+        if (_baseWeights is { } own && own.Length == model.Layout.Length)
+        {
+            _backend.Upload(own, model.Parameters);
+            if (BasePayload.Fingerprint(model) == job.BaseFingerprint) baseVersion = 0;
+            else Log?.Invoke($"client {_clientId}: its base weights differ from the server's; it downloads the server's");
+        }
         var (trained, late) = (0, 0);
         for (var poll = 0; poll < _options.MaxPolls; poll++)
         {
@@ -143,10 +157,10 @@ public sealed class JoinClient
             var version = HeaderInt(response, FederatedServer.BaseVersionHeader);
             if (version != baseVersion)
             {
-                baseVersion = await DownloadBaseAsync(model, token).ConfigureAwait(false);
+                baseVersion = await DownloadBaseAsync(model, baseVersion, token).ConfigureAwait(false);
                 if (baseVersion != version) continue; // the round closed meanwhile: ask again.
             }
-            var batches = new InstructionBatcher(_examples, job.Batch, job.Time, FederatedSimulation.BatchSeed(job.Seed, assignment.Round, _clientId));
+            var batches = new InstructionBatcher(_examples, job.Batch, job.Time, RoundSchedule.BatchSeed(job.Seed, assignment.Round, _clientId));
             var (update, loss) = await Task.Run(() => ClientTraining.Train(model, assignment, batches, job.Local), token).ConfigureAwait(false);
             var body = WirePayload.Serialize(update.Upload);
             using var reply = await SendAsync(() => new HttpRequestMessage(HttpMethod.Post, $"v1/clients/{_clientId}/rounds/{assignment.Round}/update")
@@ -178,15 +192,24 @@ public sealed class JoinClient
             ?? throw new JoinRefusedException("the server answered the enrollment with an empty job description");
     }
 
-    /// <summary>Loads the server's base weights into <paramref name="model"/>; returns their version.</summary>
-    private async Task<int> DownloadBaseAsync(Gpt model, CancellationToken cancellation)
+    /// <summary>
+    /// Brings <paramref name="model"/>'s base from <paramref name="haveVersion"/> (-1: none) to the server's: the server sends
+    /// the base updates it missed or the whole base, whichever is smaller. Returns the version it now holds.
+    /// </summary>
+    private async Task<int> DownloadBaseAsync(Gpt model, int haveVersion, CancellationToken cancellation)
     {
-        using var response = await SendAsync(() => new HttpRequestMessage(HttpMethod.Get, "v1/base"), cancellation).ConfigureAwait(false);
+        var have = haveVersion.ToString(CultureInfo.InvariantCulture);
+        using var response = await SendAsync(() => new HttpRequestMessage(HttpMethod.Get, $"v1/base?have={have}"), cancellation).ConfigureAwait(false);
         await ThrowIfRefused(response, cancellation).ConfigureAwait(false);
-        var file = SafetensorsFile.Parse(await ReadAsync(response, cancellation).ConfigureAwait(false), "base weights");
-        file.RequireShape("parameters", model.Layout.Length);
-        _backend.Upload(file.ReadFloats("parameters"), model.Parameters);
-        return HeaderInt(response, FederatedServer.BaseVersionHeader);
+        var payload = await ReadAsync(response, cancellation).ConfigureAwait(false);
+        try
+        {
+            return BasePayload.Apply(payload, model, haveVersion);
+        }
+        catch (Exception e) when (e is FormatException or SafetensorsFormatException)
+        {
+            throw new JoinRefusedException($"the server's base download is malformed: {e.Message}", e);
+        }
     }
 
     private async Task<HttpResponseMessage> SendAsync(Func<HttpRequestMessage> request, CancellationToken cancellation) =>

@@ -40,11 +40,24 @@ public sealed record RoundStatus(RoundPhase Phase, int Round, int Rounds, int En
 /// <param name="BaseVersion">The base weights' version the assignment trains on.</param>
 public sealed record AssignmentReply(RoundPhase Phase, int Round, byte[]? Payload, int BaseVersion);
 
+/// <summary>What the server measured after a committed round, for <c>GET /v1/metrics</c>.</summary>
+/// <param name="Round">The round (0-based).</param>
+/// <param name="Loss">The global model's mean loss per target token on each of the server's evaluation sets, by name (empty without a test set).</param>
+/// <param name="Updates">The updates aggregated.</param>
+/// <param name="DownloadBytes">Bytes sent to clients in the round.</param>
+/// <param name="UploadBytes">Bytes of the updates taken in the round.</param>
+public sealed record RoundMetrics(int Round, IReadOnlyDictionary<string, double> Loss, int Updates, long DownloadBytes, long UploadBytes);
+
+/// <summary>Bytes a base download sent a client (see <see cref="RoundCoordinator.BaseFor"/>).</summary>
+/// <param name="Version">The base version the payload brings the client to.</param>
+/// <param name="Payload">The payload: the base updates the client missed, or the whole base.</param>
+/// <param name="Full">Whether it is the whole base.</param>
+public sealed record BaseReply(int Version, byte[] Payload, bool Full);
+
 /// <summary>
-/// The server's round loop as a state machine, without HTTP: the same steps as
-/// <see cref="FederatedSimulation.Run"/> (sample with the round's random source, configure, collect,
-/// aggregate in plan order, merge FLoRA's base update, record the ledger), except that updates arrive
-/// from clients. A round closes when every sampled client reported, or at its deadline once the quorum
+/// The server's round loop as a state machine, without HTTP, on the <see cref="FederatedRuntime"/> the
+/// in-process simulation runs (sampling, seeds, the strategy, the clip, the aggregate's check, FLoRA's base
+/// updates, the ledger, the evaluation), except that updates arrive from clients. A round closes when every sampled client reported, or at its deadline once the quorum
 /// did; updates for any other round are refused. Each update's change is clipped
 /// (<see cref="UpdateGuard"/>) and kept in the state folder as soon as it is accepted; the aggregate is
 /// checked before it is committed, and a round closes transactionally: the in-memory state changes only
@@ -55,31 +68,33 @@ public sealed class RoundCoordinator
     private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(60);
     private readonly Lock _gate = new();
     private readonly IFederatedStrategy _strategy;
-    private readonly Gpt _model;
+    private readonly FederatedRuntime _runtime;
     private readonly IReadOnlyList<ClientBudget> _budgets;
     private readonly ServerOptions _options;
     private readonly StateStore? _store;
     private readonly TimeProvider _time;
     private readonly ILogger _log;
     private readonly int?[] _exampleCounts;
-    private readonly Dictionary<int, ClientUpdate> _received = [];
-    private readonly Dictionary<int, double> _norms = [];
+    private readonly Dictionary<int, AdmittedUpdate> _received = [];
     private readonly HashSet<int> _discarded = [];
     private readonly HashSet<int> _uploading = [];
-    private readonly Dictionary<int, long> _uploadBytes = [];
     private readonly Dictionary<int, byte[]> _payloads = [];
     private readonly TaskCompletionSource _finished = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private GlobalState _state;
+    private readonly string _baseFingerprint;
     private RoundPlan? _plan;
     private DateTimeOffset _deadline;
     private ServerProgress? _progress;
-    private int _baseVersion;
     private bool _resumePending;
     private int _failedSaves;
     private DateTimeOffset _nextCloseAttempt;
 
-    /// <summary>Starts the job, or resumes it from <see cref="ServerOptions.StateDirectory"/> if that holds a committed round or accepted updates.</summary>
-    public RoundCoordinator(IFederatedStrategy strategy, Gpt model, IReadOnlyList<ClientBudget> budgets, ServerOptions options, TimeProvider? time = null, ILogger? logger = null)
+    /// <summary>
+    /// Starts the job, or resumes it from <see cref="ServerOptions.StateDirectory"/> if that holds a committed round or accepted
+    /// updates. <paramref name="model"/> holds the job's initial base weights (a resumed job merges its committed base updates
+    /// into them); the global model is evaluated on <paramref name="evaluation"/> after each round.
+    /// </summary>
+    public RoundCoordinator(IFederatedStrategy strategy, Gpt model, IReadOnlyList<ClientBudget> budgets, ServerOptions options, TimeProvider? time = null,
+        ILogger? logger = null, IReadOnlyList<EvaluationSet>? evaluation = null)
     {
         ArgumentNullException.ThrowIfNull(strategy);
         ArgumentNullException.ThrowIfNull(model);
@@ -91,7 +106,13 @@ public sealed class RoundCoordinator
             throw new ArgumentException($"{options.Aggregation} aggregation is for the averaging methods whose clients all train the global rank (fedit, ffa-lora), not {strategy.Name}");
         }
         _strategy = strategy;
-        _model = model;
+        _runtime = new FederatedRuntime(strategy, model, new RuntimeOptions(options.Seed, options.ClientsPerRound, evaluation ?? [])
+        {
+            Clip = options.ClipOf,
+            Aggregate = options.Aggregation == AggregationRule.Strategy ? null
+                : (plan, state, updates) => new AggregationResult(RobustAggregation.Aggregate(strategy.Name, state, updates, options.Aggregation, options.TrimFraction)),
+        });
+        _baseFingerprint = BasePayload.Fingerprint(model);
         _budgets = budgets;
         _options = options;
         _time = time ?? TimeProvider.System;
@@ -112,21 +133,23 @@ public sealed class RoundCoordinator
                 throw new InvalidOperationException(
                     $"the state folder {options.StateDirectory} holds a {progress.Strategy} job with seed {progress.Seed} and {progress.ExampleCounts.Length} clients, not this {strategy.Name} job with seed {options.Seed} and {budgets.Count} clients");
             }
-            _state = _store!.LoadState(progress);
-            _store.LoadBase(progress, model);
-            _baseVersion = progress.BaseVersion;
+            if (progress.BaseFingerprint != _baseFingerprint)
+            {
+                throw new InvalidOperationException(
+                    $"the state folder {options.StateDirectory} holds a job on other base weights (SHA-256 {progress.BaseFingerprint[..12]}..., this model's is {_baseFingerprint[..12]}...): start the server with the job's --model");
+            }
+            _runtime.Restore(_store!.LoadState(progress), _store.LoadBaseUpdates(progress), progress.Ledger);
             for (var i = 0; i < budgets.Count; i++) _exampleCounts[i] = progress.ExampleCounts[i];
-            foreach (var entry in progress.Ledger) Ledger.Record(entry.Round, entry.ClientId, entry.DownloadBytes, entry.UploadBytes);
+            Metrics.AddRange(progress.Metrics);
             OpenRound();
-        }
-        else
-        {
-            _state = strategy.Initialize(new Random(options.Seed));
         }
     }
 
     /// <summary>Bytes per client per round, as the simulation counts them.</summary>
-    public CommunicationLedger Ledger { get; } = new();
+    public CommunicationLedger Ledger => _runtime.Ledger;
+
+    /// <summary>SHA-256 of the job's initial base weights: a client whose own base matches needs no base download to start.</summary>
+    public string BaseFingerprint => _baseFingerprint;
 
     /// <summary>Completes when the last round has been aggregated.</summary>
     public Task Finished => _finished.Task;
@@ -140,8 +163,16 @@ public sealed class RoundCoordinator
     /// <summary>The global state after the last aggregated round.</summary>
     public GlobalState State
     {
-        get { lock (_gate) return _state; }
+        get { lock (_gate) return _runtime.State; }
     }
+
+    /// <summary>The global model's held-out losses after each committed round (empty without evaluation sets).</summary>
+    public IReadOnlyList<RoundMetrics> MetricsHistory
+    {
+        get { lock (_gate) return [.. Metrics]; }
+    }
+
+    private List<RoundMetrics> Metrics { get; } = [];
 
     /// <summary>Updates accepted in the open round (each kept in the state folder).</summary>
     public int AcceptedCount
@@ -153,7 +184,7 @@ public sealed class RoundCoordinator
     public T WithModel<T>(Func<Gpt, int, T> read)
     {
         ArgumentNullException.ThrowIfNull(read);
-        lock (_gate) return read(_model, _baseVersion);
+        lock (_gate) return read(_runtime.Model, _runtime.BaseVersion);
     }
 
     /// <summary>
@@ -192,9 +223,28 @@ public sealed class RoundCoordinator
         {
             if (Phase != RoundPhase.Collecting || Reported(clientId) || !_payloads.TryGetValue(clientId, out var payload))
             {
-                return new AssignmentReply(Phase, _state.Round, null, _baseVersion);
+                return new AssignmentReply(Phase, _runtime.State.Round, null, _runtime.BaseVersion);
             }
-            return new AssignmentReply(Phase, _state.Round, payload, _baseVersion);
+            _runtime.RecordDownload(clientId, payload.LongLength);
+            return new AssignmentReply(Phase, _runtime.State.Round, payload, _runtime.BaseVersion);
+        }
+    }
+
+    /// <summary>
+    /// What client <paramref name="clientId"/>, holding base version <paramref name="haveVersion"/> (-1: none), downloads to
+    /// reach the current base: the base updates it missed or the whole base, whichever is smaller; counted in the open
+    /// round's ledger (after the job, not counted).
+    /// </summary>
+    public BaseReply BaseFor(int clientId, int haveVersion)
+    {
+        lock (_gate)
+        {
+            var version = _runtime.BaseVersion;
+            if (haveVersion < -1 || haveVersion > version) throw new UploadRejectedException(400, $"base version {haveVersion} does not exist: the job's base is at version {version} (ask with have=-1 for the whole base)");
+            var catchUp = _runtime.CatchUp(haveVersion);
+            var payload = catchUp.Payload?.Invoke() ?? BasePayload.EncodeUpdates(version, []);
+            if (Phase == RoundPhase.Collecting) _runtime.RecordDownload(clientId, payload.LongLength);
+            return new BaseReply(version, payload, catchUp.Full);
         }
     }
 
@@ -266,7 +316,7 @@ public sealed class RoundCoordinator
                 sampled = sampled.Where(c => c == id);
                 received = received.Where(c => c == id).Order();
             }
-            return new RoundStatus(Phase, _state.Round, _options.Rounds, _exampleCounts.Count(n => n is not null),
+            return new RoundStatus(Phase, _runtime.State.Round, _options.Rounds, _exampleCounts.Count(n => n is not null),
                 [.. sampled], [.. received], Quorum,
                 Phase == RoundPhase.Collecting ? (_deadline - _time.GetUtcNow()).TotalSeconds : 0);
         }
@@ -287,9 +337,7 @@ public sealed class RoundCoordinator
             assignment = CheckOpen(clientId, round);
         }
         var decoded = UpdateValidator.Decode(assignment, payload, Math.Min(_options.MaxUploadBytes, UpdateLimits.ExpectedBytes(assignment)));
-        var norm = UpdateGuard.ChangeNorm(assignment, decoded);
-        var clip = _options.ClipOf(assignment);
-        var update = UpdateGuard.Clip(assignment, decoded, norm, clip);
+        var admitted = _runtime.Admit(assignment, decoded, payload.Length);
         lock (_gate)
         {
             CheckOpen(clientId, round);
@@ -304,11 +352,9 @@ public sealed class RoundCoordinator
                     throw new UploadRejectedException(503, $"the server cannot keep client {clientId}'s update for round {round} ({e.Message}); it was not taken: retry later");
                 }
             }
-            _received[clientId] = update;
-            _norms[clientId] = norm;
-            _uploadBytes[clientId] = WirePayload.SizeOf(update.Upload.ToArray());
-            if (!ReferenceEquals(update, decoded)) ServerLog.UpdateClipped(_log, round, clientId, norm, clip);
-            ServerLog.UpdateAccepted(_log, round, clientId, payload.Length, norm, clip, _received.Count, _plan!.Assignments.Count);
+            _received[clientId] = admitted;
+            if (admitted.Clipped) ServerLog.UpdateClipped(_log, round, clientId, admitted.Norm, admitted.Clip);
+            ServerLog.UpdateAccepted(_log, round, clientId, payload.Length, admitted.Norm, admitted.Clip, _received.Count, _plan!.Assignments.Count);
             if (!persist || _received.Count + _discarded.Count != _plan.Assignments.Count) return;
             try
             {
@@ -327,8 +373,6 @@ public sealed class RoundCoordinator
     private void TakeBack(int clientId, int round)
     {
         _received.Remove(clientId);
-        _norms.Remove(clientId);
-        _uploadBytes.Remove(clientId);
         _store?.ClearPending(round, clientId);
     }
 
@@ -336,8 +380,8 @@ public sealed class RoundCoordinator
     {
         if (Phase == RoundPhase.Finished) throw new UploadRejectedException(409, $"the job is finished: round {round} no longer accepts updates");
         if (Phase == RoundPhase.Enrolling) throw new UploadRejectedException(409, $"round {round} has not opened: the server is still waiting for every client to enroll");
-        if (round < _state.Round) throw new UploadRejectedException(409, $"round {round} is closed (late update refused); the current round is {_state.Round}");
-        if (round > _state.Round) throw new UploadRejectedException(409, $"round {round} has not opened; the current round is {_state.Round}");
+        if (round < _runtime.State.Round) throw new UploadRejectedException(409, $"round {round} is closed (late update refused); the current round is {_runtime.State.Round}");
+        if (round > _runtime.State.Round) throw new UploadRejectedException(409, $"round {round} has not opened; the current round is {_runtime.State.Round}");
         if (!_payloads.ContainsKey(clientId)) throw new UploadRejectedException(403, $"client {clientId} was not sampled in round {round}");
         if (Reported(clientId)) throw new UploadRejectedException(409, $"client {clientId} already reported for round {round} (its update is taken)");
         return _plan!.For(clientId);
@@ -346,13 +390,11 @@ public sealed class RoundCoordinator
     private void OpenRound()
     {
         _received.Clear();
-        _norms.Clear();
         _discarded.Clear();
-        _uploadBytes.Clear();
         _payloads.Clear();
         _failedSaves = 0;
         _nextCloseAttempt = DateTimeOffset.MinValue;
-        if (_state.Round >= _options.Rounds)
+        if (_runtime.State.Round >= _options.Rounds)
         {
             Phase = RoundPhase.Finished;
             _plan = null;
@@ -360,12 +402,11 @@ public sealed class RoundCoordinator
             _finished.TrySetResult();
             return;
         }
-        var random = FederatedSimulation.RoundRandom(_options.Seed, _state.Round);
-        _plan = _strategy.ConfigureRound(_state.Round, _state, Sample(random), random);
+        _plan = _runtime.Configure([.. _budgets.Select((budget, id) => new SampledClient(id, _exampleCounts[id]!.Value, budget))]);
         foreach (var assignment in _plan.Assignments) _payloads[assignment.ClientId] = AssignmentCodec.Encode(assignment);
         _deadline = _time.GetUtcNow() + _options.RoundDeadline;
         Phase = RoundPhase.Collecting;
-        ServerLog.RoundOpened(_log, _state.Round, _plan.Assignments.Count, _deadline);
+        ServerLog.RoundOpened(_log, _runtime.State.Round, _plan.Assignments.Count, _deadline);
         if (_resumePending) ResumePending();
     }
 
@@ -373,7 +414,7 @@ public sealed class RoundCoordinator
     private void ResumePending()
     {
         _resumePending = false;
-        var round = _state.Round;
+        var round = _runtime.State.Round;
         foreach (var (clientId, payload) in _store!.LoadPending(round))
         {
             try
@@ -389,45 +430,40 @@ public sealed class RoundCoordinator
         ServerLog.Resumed(_log, round, _options.Rounds, _store.Directory, _received.Count);
     }
 
-    /// <summary>M clients without replacement, in id order: exactly the simulation's draw from the round's random source.</summary>
-    private IReadOnlyList<SampledClient> Sample(Random random) =>
-        FederatedSimulation.SampleClients(random, _budgets.Count, _options.ClientsPerRound, id => new SampledClient(id, _exampleCounts[id]!.Value, _budgets[id]));
-
     /// <summary>
-    /// Aggregates, checks, saves and only then commits the round in memory. A failed save leaves every
-    /// in-memory field as it was (FLoRA's merged base is restored) and throws a 503
-    /// <see cref="UploadRejectedException"/>; the next attempt waits for an exponential backoff.
+    /// Aggregates (the runtime's check sets aside any update that makes the aggregate non-finite or explode), saves,
+    /// and only then commits the round and evaluates the global model. A failed save leaves every in-memory field as
+    /// it was and throws a 503 <see cref="UploadRejectedException"/>; the next attempt waits for an exponential backoff.
     /// </summary>
     private void CloseRound()
     {
         var plan = _plan!;
-        var (state, baseUpdate, broadcast, updates) = AggregateChecked(plan);
-        float[]? previousBase = null;
-        if (baseUpdate is not null)
+        RoundClose close;
+        try
         {
-            previousBase = _model.Backend.ToArray(_model.Parameters);
-            GlobalModel.MergeIntoBase(_model, baseUpdate);
+            close = _runtime.Close(plan, [.. _received.Values]);
         }
-        var entries = new List<LedgerEntry>();
-        for (var id = 0; id < _budgets.Count; id++)
+        catch (InvalidOperationException)
         {
-            var assigned = plan.Assignments.FirstOrDefault(a => a.ClientId == id);
-            var down = (assigned is null ? 0 : WirePayload.SizeOf(assigned.Download)) + broadcast;
-            var up = _uploadBytes.GetValueOrDefault(id);
-            if (down > 0 || up > 0) entries.Add(new LedgerEntry(plan.Round, id, down, up));
+            throw new UploadRejectedException(503, $"every update of round {plan.Round} was discarded: the round stays open for the others");
         }
-        var baseVersion = _baseVersion + (baseUpdate is null ? 0 : 1);
+        foreach (var (offender, problem) in close.Discarded)
+        {
+            ServerLog.AggregateRejected(_log, plan.Round, problem, offender, _received[offender].Norm);
+            _received.Remove(offender);
+            _discarded.Add(offender);
+        }
+        var baseVersion = _runtime.BaseVersion + (close.BaseUpdate is null ? 0 : 1);
         var progress = _progress;
         if (_store is not null)
         {
             try
             {
-                progress = _store.Save(_progress, state, baseUpdate is null ? null : _model, _strategy.Name, _options.Seed, baseVersion,
-                    _exampleCounts.Select(n => n!.Value).ToArray(), [.. Ledger.Entries, .. entries]);
+                progress = _store.Save(_progress, close.State, close.BaseUpdate, _strategy.Name, _options.Seed, baseVersion, _baseFingerprint,
+                    _exampleCounts.Select(n => n!.Value).ToArray(), [.. Ledger.Entries, .. close.Ledger]);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or SqliteException)
             {
-                if (previousBase is not null) _model.Backend.Upload(previousBase, _model.Parameters);
                 _failedSaves++;
                 var retry = TimeSpan.FromSeconds(Math.Min(MaxRetryDelay.TotalSeconds, Math.Pow(2, _failedSaves - 1)));
                 _nextCloseAttempt = _time.GetUtcNow() + retry;
@@ -435,46 +471,28 @@ public sealed class RoundCoordinator
                 throw new UploadRejectedException(503, $"the server could not save round {plan.Round} ({e.Message}); the round stays open: retry later");
             }
         }
-        _state = state;
-        _baseVersion = baseVersion;
+        _runtime.Commit(close);
         _progress = progress;
-        foreach (var entry in entries) Ledger.Record(entry.Round, entry.ClientId, entry.DownloadBytes, entry.UploadBytes);
-        _store?.ClearPendingBefore(state.Round);
-        ServerLog.RoundClosed(_log, plan.Round, updates);
+        _store?.ClearPendingBefore(close.State.Round);
+        ServerLog.RoundClosed(_log, plan.Round, close.Used.Count);
+        EvaluateRound(plan.Round, close);
         RoundCompleted?.Invoke(plan.Round);
         OpenRound();
     }
 
-    /// <summary>
-    /// The round's aggregate (the strategy's, or the robust rule's), checked by <see cref="UpdateGuard.CheckAggregate"/>:
-    /// while it is non-finite or exploding, the update with the largest change is discarded (and named in the log) and the
-    /// round aggregated again.
-    /// </summary>
-    private (GlobalState State, IReadOnlyList<StackedUpdate>? BaseUpdate, long Broadcast, int Updates) AggregateChecked(RoundPlan plan)
+    /// <summary>The committed round's metrics: the global model's held-out losses (when the server holds a test set) and its bytes; kept in the state folder.</summary>
+    private void EvaluateRound(int round, RoundClose close)
     {
-        while (true)
+        var metrics = new RoundMetrics(round, _runtime.Evaluate(), close.Used.Count, close.Ledger.Sum(e => e.DownloadBytes), close.Ledger.Sum(e => e.UploadBytes));
+        Metrics.Add(metrics);
+        try
         {
-            var updates = plan.Assignments.Where(a => _received.ContainsKey(a.ClientId)).Select(a => _received[a.ClientId]).ToList();
-            if (updates.Count == 0) throw new UploadRejectedException(503, $"every update of round {plan.Round} was discarded: the round stays open for the others");
-            GlobalState state;
-            IReadOnlyList<StackedUpdate>? baseUpdate = null;
-            long broadcast = 0;
-            if (_options.Aggregation == AggregationRule.Strategy)
-            {
-                var aggregation = _strategy.Aggregate(plan, _state, updates);
-                (state, baseUpdate) = (aggregation.State, aggregation.BaseUpdate);
-                broadcast = WirePayload.SizeOf(aggregation.Broadcast.ToArray());
-            }
-            else
-            {
-                state = RobustAggregation.Aggregate(_strategy.Name, _state, updates, _options.Aggregation, _options.TrimFraction);
-            }
-            var clip = updates.Max(u => _options.ClipOf(plan.For(u.ClientId)));
-            if (UpdateGuard.CheckAggregate(_state, state, baseUpdate, clip) is not { } problem) return (state, baseUpdate, broadcast, updates.Count);
-            var offender = updates.MaxBy(u => _norms[u.ClientId])!.ClientId;
-            ServerLog.AggregateRejected(_log, plan.Round, problem, offender, _norms[offender]);
-            _received.Remove(offender);
-            _discarded.Add(offender);
+            _store?.SaveMetrics(metrics);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or SqliteException)
+        {
+            // The round is committed; only its metrics row is missing from the state folder (it stays in memory and on /v1/metrics).
+            ServerLog.SaveFailed(_log, e, round, 1, 0);
         }
     }
 

@@ -13,7 +13,8 @@ namespace FedLora.Server;
 /// <param name="Batch">Examples per local step.</param>
 /// <param name="Time">Tokens per example window.</param>
 /// <param name="Local">Each client's local training.</param>
-public sealed record JobDescription(string Strategy, int Rounds, int Seed, GptConfig Model, int Batch, int Time, TrainingOptions Local);
+/// <param name="BaseFingerprint">SHA-256 of the job's initial base weights: a client that holds them needs no base download to start.</param>
+public sealed record JobDescription(string Strategy, int Rounds, int Seed, GptConfig Model, int Batch, int Time, TrainingOptions Local, string BaseFingerprint);
 
 /// <summary>How the server combines a round's updates.</summary>
 public enum AggregationRule

@@ -3,7 +3,6 @@ using System.Text.Json;
 using FedLora.Federation;
 using FedLora.Lora;
 using FedLora.Lora.Safetensors;
-using FedLora.Model;
 using FedLora.Runtime;
 using Microsoft.Data.Sqlite;
 
@@ -13,13 +12,14 @@ namespace FedLora.Server;
 /// <param name="Round">Rounds aggregated so far (the next round to open).</param>
 /// <param name="Strategy">The strategy's name, checked on resume.</param>
 /// <param name="Seed">The job's seed, checked on resume.</param>
-/// <param name="BaseVersion">How many base merges (FLoRA) the base weights hold.</param>
+/// <param name="BaseVersion">How many base updates (FLoRA's merges) the base weights hold; update v is kept in <see cref="StateStore.BaseUpdateName"/>(v).</param>
 /// <param name="StateFile">The global state's safetensors file, relative to the state folder.</param>
-/// <param name="BaseFile">The base checkpoint (GptCheckpoint) once it has changed, else null.</param>
+/// <param name="BaseFingerprint">SHA-256 of the job's initial base weights, checked on resume.</param>
 /// <param name="ExampleCounts">Every client's n_k as it enrolled.</param>
 /// <param name="Ledger">Every ledger entry so far.</param>
-public sealed record ServerProgress(int Round, string Strategy, int Seed, int BaseVersion, string StateFile, string? BaseFile,
-    int[] ExampleCounts, LedgerEntry[] Ledger);
+/// <param name="Metrics">The metrics of every committed round measured so far.</param>
+public sealed record ServerProgress(int Round, string Strategy, int Seed, int BaseVersion, string StateFile, string BaseFingerprint,
+    int[] ExampleCounts, LedgerEntry[] Ledger, RoundMetrics[] Metrics);
 
 /// <summary>The state folder cannot be used (not writable, not a folder, a broken database): the message says which and why.</summary>
 public sealed class StateFolderException : IOException
@@ -36,9 +36,10 @@ public sealed class StateFolderException : IOException
 
 /// <summary>
 /// The server's state folder (owner-only on Unix). Each save writes the round's tensor files under new
-/// names (global state as safetensors, the base checkpoint when FLoRA changed it), then commits in one
-/// SQLite transaction of job.db (the progress row and the round's ledger entries), then deletes the files
-/// no longer referenced: a crash at any point leaves the last committed round intact. Every accepted update
+/// names (global state as safetensors, FLoRA's base update when it made one: the base is the initial weights
+/// plus these updates, replayed on resume), then commits in one SQLite transaction of job.db (the progress row
+/// and the round's ledger entries), then deletes the files no longer referenced; each round's metrics follow
+/// in a row of their own: a crash at any point leaves the last committed round intact. Every accepted update
 /// of the open round is kept in pending/ as it arrives (written to a temporary file, flushed, renamed), so
 /// that a restart resumes the round with it.
 /// </summary>
@@ -98,7 +99,7 @@ public sealed class StateStore
         if (progress is not null)
         {
             keep.Add(progress.StateFile);
-            if (progress.BaseFile is { } baseFile) keep.Add(baseFile);
+            for (var v = 1; v <= progress.BaseVersion; v++) keep.Add(BaseUpdateName(v));
         }
         foreach (var path in System.IO.Directory.EnumerateFiles(_directory))
         {
@@ -214,18 +215,23 @@ public sealed class StateStore
     {
         using var connection = Open();
         using var read = connection.CreateCommand();
-        read.CommandText = "SELECT round, strategy, seed, base_version, state_file, base_file, example_counts FROM progress WHERE id = 0";
+        read.CommandText = "SELECT round, strategy, seed, base_version, state_file, base_fingerprint, example_counts FROM progress WHERE id = 0";
         using var row = read.ExecuteReader();
         if (!row.Read()) return null;
         var (round, strategy, seed, baseVersion, stateFile) = (row.GetInt32(0), row.GetString(1), row.GetInt32(2), row.GetInt32(3), row.GetString(4));
-        var baseFile = row.IsDBNull(5) ? null : row.GetString(5);
+        var fingerprint = row.GetString(5);
         var exampleCounts = JsonSerializer.Deserialize<int[]>(row.GetString(6))!;
         using var ledger = connection.CreateCommand();
         ledger.CommandText = "SELECT round, client_id, download_bytes, upload_bytes FROM ledger ORDER BY sequence";
         using var entries = ledger.ExecuteReader();
         var list = new List<LedgerEntry>();
         while (entries.Read()) list.Add(new LedgerEntry(entries.GetInt32(0), entries.GetInt32(1), entries.GetInt64(2), entries.GetInt64(3)));
-        return new ServerProgress(round, strategy, seed, baseVersion, stateFile, baseFile, exampleCounts, [.. list]);
+        using var metrics = connection.CreateCommand();
+        metrics.CommandText = "SELECT json FROM metrics ORDER BY round";
+        using var metricRows = metrics.ExecuteReader();
+        var history = new List<RoundMetrics>();
+        while (metricRows.Read()) history.Add(JsonSerializer.Deserialize<RoundMetrics>(metricRows.GetString(0))!);
+        return new ServerProgress(round, strategy, seed, baseVersion, stateFile, fingerprint, exampleCounts, [.. list], [.. history.Where(m => m.Round < round)]);
     }
 
     /// <summary>The global state <paramref name="progress"/> points at.</summary>
@@ -248,41 +254,57 @@ public sealed class StateStore
             Enum.Parse<LoraScaling>(meta[Key + "scaling"]), clientRanks, adam);
     }
 
-    /// <summary>Loads the committed base checkpoint into <paramref name="model"/>, if the base has changed.</summary>
-    public void LoadBase(ServerProgress progress, Gpt model)
+    /// <summary>The file name of base update <paramref name="version"/> (the one that brings the base from version-1 to version).</summary>
+    public static string BaseUpdateName(int version) => $"base-update-{version:D6}.safetensors";
+
+    /// <summary>The base updates <paramref name="progress"/> committed, in version order.</summary>
+    public IReadOnlyList<IReadOnlyList<StackedUpdate>> LoadBaseUpdates(ServerProgress progress)
     {
         ArgumentNullException.ThrowIfNull(progress);
-        if (progress.BaseFile is null) return;
-        GptCheckpoint.LoadWeights(SafetensorsFile.Load(Path.Combine(_directory, progress.BaseFile)), model);
+        var updates = new List<IReadOnlyList<StackedUpdate>>();
+        for (var v = 1; v <= progress.BaseVersion; v++)
+        {
+            var (from, list) = BasePayload.DecodeUpdates(Guard("read", () => File.ReadAllBytes(Path.Combine(_directory, BaseUpdateName(v)))));
+            if (from != v - 1 || list.Count != 1) throw new StateFolderException($"{BaseUpdateName(v)} in {_directory} does not hold base update {v}");
+            updates.Add(list[0]);
+        }
+        return updates;
     }
 
-    /// <summary>Writes round <c>state.Round</c>'s files and commits them; <paramref name="baseModel"/> only when the base changed this round.</summary>
-    public ServerProgress Save(ServerProgress? previous, GlobalState state, Gpt? baseModel, string strategy, int seed, int baseVersion,
-        int[] exampleCounts, IReadOnlyList<LedgerEntry> ledger)
+    /// <summary>
+    /// Writes round <c>state.Round</c>'s files and commits them; <paramref name="baseUpdate"/> (FLoRA's, which makes
+    /// <paramref name="baseVersion"/>) only when the round made one.
+    /// </summary>
+    public ServerProgress Save(ServerProgress? previous, GlobalState state, IReadOnlyList<StackedUpdate>? baseUpdate, string strategy, int seed, int baseVersion,
+        string baseFingerprint, int[] exampleCounts, IReadOnlyList<LedgerEntry> ledger)
     {
         ArgumentNullException.ThrowIfNull(state);
+        ArgumentException.ThrowIfNullOrEmpty(baseFingerprint);
         var stateFile = $"state-{state.Round:D6}.safetensors";
         WriteState(state, Path.Combine(_directory, stateFile));
-        var baseFile = previous?.BaseFile;
-        if (baseModel is not null)
+        if (baseUpdate is not null)
         {
-            baseFile = $"base-{state.Round:D6}.safetensors";
-            var temporary = Path.Combine(_directory, $".{baseFile}.tmp");
-            GptCheckpoint.Save(baseModel, temporary);
+            var path = Path.Combine(_directory, BaseUpdateName(baseVersion));
+            var temporary = Path.Combine(_directory, $".{BaseUpdateName(baseVersion)}.tmp");
+            using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
+            {
+                stream.Write(BasePayload.EncodeUpdates(baseVersion - 1, [baseUpdate]));
+                stream.Flush(flushToDisk: true);
+            }
             MakeOwnerOnly(temporary);
-            File.Move(temporary, Path.Combine(_directory, baseFile), overwrite: true);
+            File.Move(temporary, path, overwrite: true);
         }
-        var progress = new ServerProgress(state.Round, strategy, seed, baseVersion, stateFile, baseFile, exampleCounts, [.. ledger]);
+        var progress = new ServerProgress(state.Round, strategy, seed, baseVersion, stateFile, baseFingerprint, exampleCounts, [.. ledger], previous?.Metrics ?? []);
         using (var connection = Open())
         using (var transaction = connection.BeginTransaction())
         {
             using (var upsert = connection.CreateCommand())
             {
                 upsert.CommandText = """
-                    INSERT INTO progress (id, round, strategy, seed, base_version, state_file, base_file, example_counts)
-                    VALUES (0, $round, $strategy, $seed, $baseVersion, $stateFile, $baseFile, $exampleCounts)
+                    INSERT INTO progress (id, round, strategy, seed, base_version, state_file, base_fingerprint, example_counts)
+                    VALUES (0, $round, $strategy, $seed, $baseVersion, $stateFile, $baseFingerprint, $exampleCounts)
                     ON CONFLICT (id) DO UPDATE SET round = excluded.round, strategy = excluded.strategy, seed = excluded.seed,
-                        base_version = excluded.base_version, state_file = excluded.state_file, base_file = excluded.base_file,
+                        base_version = excluded.base_version, state_file = excluded.state_file, base_fingerprint = excluded.base_fingerprint,
                         example_counts = excluded.example_counts
                     """;
                 upsert.Parameters.AddWithValue("$round", state.Round);
@@ -290,7 +312,7 @@ public sealed class StateStore
                 upsert.Parameters.AddWithValue("$seed", seed);
                 upsert.Parameters.AddWithValue("$baseVersion", baseVersion);
                 upsert.Parameters.AddWithValue("$stateFile", stateFile);
-                upsert.Parameters.AddWithValue("$baseFile", (object?)baseFile ?? DBNull.Value);
+                upsert.Parameters.AddWithValue("$baseFingerprint", baseFingerprint);
                 upsert.Parameters.AddWithValue("$exampleCounts", JsonSerializer.Serialize(exampleCounts));
                 upsert.ExecuteNonQuery();
             }
@@ -310,8 +332,19 @@ public sealed class StateStore
         }
         // Committed: a failure to delete the superseded files must not report the save as failed.
         if (previous is not null && previous.StateFile != stateFile) TryDelete(Path.Combine(_directory, previous.StateFile));
-        if (previous?.BaseFile is { } oldBase && oldBase != baseFile) TryDelete(Path.Combine(_directory, oldBase));
         return progress;
+    }
+
+    /// <summary>Keeps a committed round's metrics (a row of their own, written after the round's commit).</summary>
+    public void SaveMetrics(RoundMetrics metrics)
+    {
+        ArgumentNullException.ThrowIfNull(metrics);
+        using var connection = Open();
+        using var insert = connection.CreateCommand();
+        insert.CommandText = "INSERT INTO metrics (round, json) VALUES ($round, $json) ON CONFLICT (round) DO UPDATE SET json = excluded.json";
+        insert.Parameters.AddWithValue("$round", metrics.Round);
+        insert.Parameters.AddWithValue("$json", JsonSerializer.Serialize(metrics));
+        insert.ExecuteNonQuery();
     }
 
     /// <summary>Opens job.db (no pooling: the file is released on dispose), creating its tables on first use.</summary>
@@ -325,9 +358,10 @@ public sealed class StateStore
             PRAGMA journal_mode = WAL;
             PRAGMA synchronous = FULL;
             CREATE TABLE IF NOT EXISTS progress (id INTEGER PRIMARY KEY CHECK (id = 0), round INTEGER NOT NULL, strategy TEXT NOT NULL,
-                seed INTEGER NOT NULL, base_version INTEGER NOT NULL, state_file TEXT NOT NULL, base_file TEXT, example_counts TEXT NOT NULL);
+                seed INTEGER NOT NULL, base_version INTEGER NOT NULL, state_file TEXT NOT NULL, base_fingerprint TEXT NOT NULL, example_counts TEXT NOT NULL);
             CREATE TABLE IF NOT EXISTS ledger (sequence INTEGER PRIMARY KEY, round INTEGER NOT NULL, client_id INTEGER NOT NULL,
                 download_bytes INTEGER NOT NULL, upload_bytes INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS metrics (round INTEGER PRIMARY KEY, json TEXT NOT NULL);
             """;
         create.ExecuteNonQuery();
         return connection;

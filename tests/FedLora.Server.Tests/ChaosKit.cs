@@ -27,7 +27,7 @@ internal static class ChaosKit
         using var backend = new CpuBackend();
         using var model = new Gpt(backend, NetworkHarness.Config, NetworkHarness.Batch, NetworkHarness.Time);
         coordinator.WithModel((server, _) => { backend.Upload(server.Backend.ToArray(server.Parameters), model.Parameters); return 0; });
-        var batches = new InstructionBatcher(NetworkHarness.ClientExamples(id), NetworkHarness.Batch, NetworkHarness.Time, FederatedSimulation.BatchSeed(options.Seed, assignment.Round, id));
+        var batches = new InstructionBatcher(NetworkHarness.ClientExamples(id), NetworkHarness.Batch, NetworkHarness.Time, RoundSchedule.BatchSeed(options.Seed, assignment.Round, id));
         var (update, _) = ClientTraining.Train(model, assignment, batches, options.Local);
         return WirePayload.Serialize(update.Upload);
     }

@@ -10,7 +10,7 @@ public sealed class EquivalenceTests
     public async Task NetworkedRun_SameSeedsFullParticipation_EqualsSimulationBitForBit(string method)
     {
         using var harness = new NetworkHarness(method, [4, 2, 2, 1], clientsPerRound: 4, rounds: 2);
-        var (expectedState, expectedBase) = harness.Simulate();
+        var (expectedState, expectedBase, _) = harness.Simulate();
         await using var server = await harness.StartServerAsync();
         var results = await harness.RunClientsAsync(server.Address!);
         await server.Finished.WaitAsync(TimeSpan.FromSeconds(30));
@@ -27,7 +27,7 @@ public sealed class EquivalenceTests
     public async Task NetworkedRun_PartialSampling_EqualsSimulationAndLedger()
     {
         using var harness = new NetworkHarness("fslora", [4, 2, 2, 1, 3], clientsPerRound: 3, rounds: 3);
-        var (expectedState, _) = harness.Simulate();
+        var (expectedState, _, _) = harness.Simulate();
         await using var server = await harness.StartServerAsync();
         var results = await harness.RunClientsAsync(server.Address!);
         await server.Finished.WaitAsync(TimeSpan.FromSeconds(30));

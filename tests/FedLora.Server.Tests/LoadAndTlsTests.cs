@@ -14,7 +14,7 @@ public sealed class LoadAndTlsTests(ITestOutputHelper output)
     {
         const int Clients = 100;
         using var harness = new NetworkHarness("fedit", Enumerable.Repeat(1, Clients).ToArray(), clientsPerRound: Clients, rounds: 1, localSteps: 1);
-        var (expectedState, _) = harness.Simulate();
+        var (expectedState, _, _) = harness.Simulate();
         await using var server = await harness.StartServerAsync();
         var watch = Stopwatch.StartNew();
         var results = await harness.RunClientsAsync(server.Address!);
@@ -47,7 +47,7 @@ public sealed class LoadAndTlsTests(ITestOutputHelper output)
     {
         using var certificate = SelfSigned();
         using var harness = new NetworkHarness("zero-padding", [4, 2, 1], clientsPerRound: 3, rounds: 2);
-        var (expectedState, _) = harness.Simulate();
+        var (expectedState, _, _) = harness.Simulate();
         await using var server = await harness.StartServerAsync(certificate: certificate);
         var address = new UriBuilder(server.Address!) { Scheme = "https" }.Uri;
         Assert.Equal("https", server.Address!.Scheme);

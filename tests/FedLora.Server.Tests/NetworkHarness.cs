@@ -84,8 +84,8 @@ internal sealed class NetworkHarness : IDisposable
         return (StrategyCatalog.Create(Method, modules, settings), budgets);
     }
 
-    /// <summary>The in-process simulation of the same job: its final state and base weights.</summary>
-    public (GlobalState State, float[] Base) Simulate()
+    /// <summary>The in-process simulation of the same job: its final state, base weights and ledger.</summary>
+    public (GlobalState State, float[] Base, CommunicationLedger Ledger) Simulate()
     {
         var model = NewModel();
         var (strategy, budgets) = Strategy(model);
@@ -98,7 +98,7 @@ internal sealed class NetworkHarness : IDisposable
             .ToList();
         var simulation = new FederatedSimulation(strategy, model, clients, [], new SimulationOptions(Options.Rounds, Options.ClientsPerRound, Options.Local, Options.Seed));
         simulation.Run();
-        return (simulation.State!, model.Backend.ToArray(model.Parameters));
+        return (simulation.State!, model.Backend.ToArray(model.Parameters), simulation.Ledger);
     }
 
     /// <summary>The job's round loop without HTTP, on a clock the test controls.</summary>
@@ -128,18 +128,27 @@ internal sealed class NetworkHarness : IDisposable
         return http;
     }
 
-    /// <summary>Client <paramref name="id"/> joining <paramref name="address"/> on its own CPU backend.</summary>
-    public JoinClient Client(Uri address, int id, HttpMessageHandler? handler = null, JoinOptions? options = null)
+    /// <summary>
+    /// Client <paramref name="id"/> joining <paramref name="address"/> on its own CPU backend, holding the job's initial base
+    /// weights as every simulated client does (<paramref name="holdsBase"/> false: none, so it downloads the base).
+    /// </summary>
+    public JoinClient Client(Uri address, int id, HttpMessageHandler? handler = null, JoinOptions? options = null, bool holdsBase = true)
     {
         var backend = new CpuBackend();
         _owned.Add(backend);
-        return new JoinClient(Http(address, handler), id, Tokens[id], backend, ClientExamples(id), options ?? FastJoin);
+        float[]? weights = null;
+        if (holdsBase)
+        {
+            var model = NewModel();
+            weights = model.Backend.ToArray(model.Parameters);
+        }
+        return new JoinClient(Http(address, handler), id, Tokens[id], backend, ClientExamples(id), options ?? FastJoin, weights);
     }
 
     /// <summary>Runs every client to the end of the job as concurrent tasks, bounded in time.</summary>
-    public async Task<JoinResult[]> RunClientsAsync(Uri address, IEnumerable<int>? ids = null, HttpMessageHandler? handler = null)
+    public async Task<JoinResult[]> RunClientsAsync(Uri address, IEnumerable<int>? ids = null, HttpMessageHandler? handler = null, bool holdBase = true)
     {
-        var tasks = (ids ?? Enumerable.Range(0, ClientCount)).Select(id => Task.Run(() => Client(address, id, handler).RunAsync())).ToArray();
+        var tasks = (ids ?? Enumerable.Range(0, ClientCount)).Select(id => Task.Run(() => Client(address, id, handler, holdsBase: holdBase).RunAsync())).ToArray();
         return await Task.WhenAll(tasks).WaitAsync(TimeSpan.FromSeconds(180));
     }
 

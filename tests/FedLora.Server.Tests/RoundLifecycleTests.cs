@@ -23,7 +23,7 @@ public sealed class RoundLifecycleTests
         using var backend = new CpuBackend();
         using var model = new Gpt(backend, NetworkHarness.Config, NetworkHarness.Batch, NetworkHarness.Time);
         coordinator.WithModel((server, _) => { backend.Upload(server.Backend.ToArray(server.Parameters), model.Parameters); return 0; });
-        var batches = new InstructionBatcher(NetworkHarness.ClientExamples(id), NetworkHarness.Batch, NetworkHarness.Time, FederatedSimulation.BatchSeed(seeds.Seed, assignment.Round, id));
+        var batches = new InstructionBatcher(NetworkHarness.ClientExamples(id), NetworkHarness.Batch, NetworkHarness.Time, RoundSchedule.BatchSeed(seeds.Seed, assignment.Round, id));
         var (update, _) = ClientTraining.Train(model, assignment, batches, seeds.Options.Local);
         return WirePayload.Serialize(update.Upload);
     }
@@ -114,7 +114,7 @@ public sealed class RoundLifecycleTests
     public async Task Network_ClientKilledAndRestarted_JobEndsEqualToSimulation()
     {
         using var harness = new NetworkHarness("ffa-lora", [1, 1, 1], clientsPerRound: 3, rounds: 3);
-        var (expectedState, _) = harness.Simulate();
+        var (expectedState, _, _) = harness.Simulate();
         await using var server = await harness.StartServerAsync();
         using var kill = new CancellationTokenSource();
         server.Coordinator.RoundCompleted += round => { if (round == 0) kill.Cancel(); };
@@ -155,7 +155,7 @@ public sealed class RoundLifecycleTests
         {
             using var harness = new NetworkHarness("flora", [4, 2, 2, 1], clientsPerRound: 3, rounds: 4);
             harness.Options = harness.Options with { StateDirectory = stateDir.FullName };
-            var (expectedState, expectedBase) = harness.Simulate();
+            var (expectedState, expectedBase, _) = harness.Simulate();
 
             var first = await harness.StartServerAsync();
             var port = first.Address!.Port;

@@ -53,9 +53,9 @@ public sealed class StateStoreTests : IDisposable
         var store = new StateStore(_folder.FullName);
         Assert.Null(store.LoadProgress());
         LedgerEntry[] ledger = [new(0, 0, 100, 50), new(0, 2, 100, 60)];
-        var first = store.Save(null, State(1, 0f), null, "fslora", 7, 0, [3, 4, 5], ledger);
+        var first = store.Save(null, State(1, 0f), null, "fslora", 7, 0, "0123456789abcdef", [3, 4, 5], ledger);
         LedgerEntry[] more = [.. ledger, new(1, 1, 90, 40)];
-        store.Save(first, State(2, 1f), null, "fslora", 7, 0, [3, 4, 5], more);
+        store.Save(first, State(2, 1f), null, "fslora", 7, 0, "0123456789abcdef", [3, 4, 5], more);
 
         var progress = new StateStore(_folder.FullName).LoadProgress()!;
         Assert.Equal(2, progress.Round);
@@ -69,7 +69,7 @@ public sealed class StateStoreTests : IDisposable
     public void Load_AfterACrashBeforeCommit_ReturnsTheLastCommittedRound()
     {
         var store = new StateStore(_folder.FullName);
-        var first = store.Save(null, State(1, 0f), null, "fedit", 7, 0, [3], [new(0, 0, 10, 5)]);
+        var first = store.Save(null, State(1, 0f), null, "fedit", 7, 0, "0123456789abcdef", [3], [new(0, 0, 10, 5)]);
         // A crash after the next round's tensors were written but before its transaction: a stray file, no commit.
         File.WriteAllBytes(Path.Combine(_folder.FullName, "state-000002.safetensors"), [1, 2, 3]);
 
@@ -83,7 +83,7 @@ public sealed class StateStoreTests : IDisposable
     public async Task Resume_FolderOfAnotherJob_IsRefused()
     {
         using var harness = new NetworkHarness("fedit", [1, 1], clientsPerRound: 2, rounds: 1);
-        new StateStore(_folder.FullName).Save(null, State(1, 0f), null, "fslora", 99, 0, [3, 4], []);
+        new StateStore(_folder.FullName).Save(null, State(1, 0f), null, "fslora", 99, 0, "0123456789abcdef", [3, 4], []);
         var error = await Assert.ThrowsAsync<InvalidOperationException>(() => harness.StartServerAsync(harness.Options with { StateDirectory = _folder.FullName }));
         Assert.Contains("holds a fslora job with seed 99", error.Message, StringComparison.Ordinal);
     }
@@ -92,7 +92,7 @@ public sealed class StateStoreTests : IDisposable
     public void RemoveOrphans_AfterACrashDuringWrites_DeletesTemporaryAndUnreferencedFilesOnly()
     {
         var store = new StateStore(_folder.FullName);
-        var committed = store.Save(null, State(1, 0f), null, "fedit", 7, 0, [3], [new(0, 0, 10, 5)]);
+        var committed = store.Save(null, State(1, 0f), null, "fedit", 7, 0, "0123456789abcdef", [3], [new(0, 0, 10, 5)]);
         store.SavePending(1, 0, [1, 2, 3]);
         store.SavePending(0, 2, [4, 5]);
         string[] orphans = [".base-000002.safetensors.tmp", ".state-000002.safetensors.0123abcd.tmp"];

@@ -15,7 +15,7 @@ public sealed class TransactionalCloseTests : IDisposable
     {
         using var harness = new NetworkHarness("flora", [4, 2, 1], clientsPerRound: 3, rounds: 2);
         harness.Options = harness.Options with { StateDirectory = _folder.FullName };
-        var (expectedState, expectedBase) = harness.Simulate();
+        var (expectedState, expectedBase, _) = harness.Simulate();
         var options = harness.Options;
         var coordinator = harness.Coordinator(options, new TestClock());
         ChaosKit.EnrollAll(coordinator, [0, 1, 2]);
@@ -72,7 +72,7 @@ public sealed class TransactionalCloseTests : IDisposable
     {
         using var harness = new NetworkHarness("fslora", [4, 2, 1], clientsPerRound: 3, rounds: 2);
         harness.Options = harness.Options with { StateDirectory = _folder.FullName };
-        var (expectedState, _) = harness.Simulate();
+        var (expectedState, _, _) = harness.Simulate();
         var options = harness.Options;
         var first = harness.Coordinator(options, new TestClock());
         ChaosKit.EnrollAll(first, [0, 1, 2]);
@@ -98,7 +98,7 @@ public sealed class TransactionalCloseTests : IDisposable
     {
         using var harness = new NetworkHarness("fedit", [1, 1, 1], clientsPerRound: 3, rounds: 1);
         harness.Options = harness.Options with { StateDirectory = _folder.FullName };
-        var (expectedState, _) = harness.Simulate();
+        var (expectedState, _, _) = harness.Simulate();
         var server = await harness.StartServerAsync();
         var coordinator = server.Coordinator;
         ChaosKit.EnrollAll(coordinator, [0, 1, 2]);

@@ -136,20 +136,35 @@ public sealed class SafetensorsWriter
         return new byte[checked(valueCount * dtype.Size())];
     }
 
-    private byte[] BuildHeader()
+    /// <summary>
+    /// The size in bytes of the file a writer holding <paramref name="tensors"/> (in this order, by name, dtype
+    /// and shape) and <paramref name="metadata"/> would write, without their values: what a payload will weigh
+    /// before it is built.
+    /// </summary>
+    public static long FileLength(IReadOnlyDictionary<string, string> metadata, IEnumerable<(string Name, SafetensorsDType DType, int[] Shape)> tensors)
+    {
+        ArgumentNullException.ThrowIfNull(metadata);
+        ArgumentNullException.ThrowIfNull(tensors);
+        var layout = tensors.Select(t => (t.Name, t.DType, t.Shape, Bytes: t.Shape.Aggregate(1L, (n, dim) => n * dim) * t.DType.Size())).ToList();
+        return sizeof(ulong) + BuildHeader(metadata, layout).Length + layout.Sum(t => t.Bytes);
+    }
+
+    private byte[] BuildHeader() => BuildHeader(Metadata.AsReadOnly(), _tensors.Select(t => (t.Name, t.DType, t.Shape, (long)t.Data.Length)));
+
+    private static byte[] BuildHeader(IReadOnlyDictionary<string, string> metadata, IEnumerable<(string Name, SafetensorsDType DType, int[] Shape, long Bytes)> tensors)
     {
         var buffer = new ArrayBufferWriter<byte>();
         using (var json = new Utf8JsonWriter(buffer))
         {
             json.WriteStartObject();
-            if (Metadata.Count > 0)
+            if (metadata.Count > 0)
             {
                 json.WriteStartObject(SafetensorsFile.MetadataKey);
-                foreach (var (key, value) in Metadata.OrderBy(p => p.Key, StringComparer.Ordinal)) json.WriteString(key, value);
+                foreach (var (key, value) in metadata.OrderBy(p => p.Key, StringComparer.Ordinal)) json.WriteString(key, value);
                 json.WriteEndObject();
             }
             long offset = 0;
-            foreach (var (name, dtype, shape, data) in _tensors)
+            foreach (var (name, dtype, shape, bytes) in tensors)
             {
                 json.WriteStartObject(name);
                 json.WriteString("dtype", dtype.ToString());
@@ -158,10 +173,10 @@ public sealed class SafetensorsWriter
                 json.WriteEndArray();
                 json.WriteStartArray("data_offsets");
                 json.WriteNumberValue(offset);
-                json.WriteNumberValue(offset + data.Length);
+                json.WriteNumberValue(offset + bytes);
                 json.WriteEndArray();
                 json.WriteEndObject();
-                offset += data.Length;
+                offset += bytes;
             }
             json.WriteEndObject();
         }

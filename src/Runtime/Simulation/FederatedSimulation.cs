@@ -26,6 +26,9 @@ public sealed record EvaluationSet(string Name, IReadOnlyList<TokenBatch> Batche
 /// <param name="Seed">Seeds the global initialisation, the sampling, the strategies' draws and the clients' batches.</param>
 public sealed record SimulationOptions(int Rounds, int ClientsPerRound, TrainingOptions Local, int Seed)
 {
+    /// <summary>The clip of each update's change (L2 norm) given its assignment, as the server applies it; null: none.</summary>
+    public Func<ClientAssignment, double>? Clip { get; init; }
+
     /// <summary>Throws with a message naming the bad option.</summary>
     public void Validate(int clientCount)
     {
@@ -44,7 +47,7 @@ public sealed record SimulationOptions(int Rounds, int ClientsPerRound, Training
 /// <param name="ClientId">The client.</param>
 /// <param name="Rank">The rank it trained (m_k for an FSLoRA sketch).</param>
 /// <param name="MeanLoss">Its mean training loss over the local steps.</param>
-/// <param name="DownloadBytes">Bytes of its assignment (the ledger adds any broadcast every client receives, such as FLoRA's merged update).</param>
+/// <param name="DownloadBytes">Bytes it downloaded: its assignment, and under FLoRA the base updates (or the base) it missed.</param>
 /// <param name="UploadBytes">Bytes it sent.</param>
 public sealed record ClientRoundResult(int Round, int ClientId, int Rank, float MeanLoss, long DownloadBytes, long UploadBytes);
 
@@ -52,29 +55,30 @@ public sealed record ClientRoundResult(int Round, int ClientId, int Rank, float 
 /// <param name="Round">0-based round.</param>
 /// <param name="Clients">The sampled clients' results, in plan order.</param>
 /// <param name="Evaluation">Mean loss per target token of the global model on each evaluation set, by name.</param>
-/// <param name="DownloadBytes">All clients' downloads this round (including broadcasts to unsampled clients).</param>
+/// <param name="DownloadBytes">All clients' downloads this round.</param>
 /// <param name="UploadBytes">All uploads this round.</param>
 /// <param name="Seconds">Wall time of the round, training and evaluation.</param>
 public sealed record RoundResult(int Round, IReadOnlyList<ClientRoundResult> Clients, IReadOnlyDictionary<string, double> Evaluation,
     long DownloadBytes, long UploadBytes, double Seconds);
 
 /// <summary>
-/// Runs a federated job in one process: every round samples M clients, lets the strategy configure
-/// them, trains each on its own data with the local trainer, collects the updates, aggregates, applies
-/// any merged update to the base weights, and evaluates the global model. The networked server drives
-/// the same strategy through the same steps.
+/// Runs a federated job in one process on the <see cref="FederatedRuntime"/> the networked server runs:
+/// every round samples M clients, lets the strategy configure them, delivers each its assignment (and,
+/// under FLoRA, the base updates it missed), trains it on its own data, takes its update through the
+/// runtime's clip, aggregates, commits (merging any base update) and evaluates the global model. The
+/// ledger counts the payloads as the server would send and receive them.
 /// </summary>
 /// <remarks>
-/// One <see cref="Gpt"/> serves every client in turn: clients share the base weights (every FLoRA
-/// client applies the same merged update), and each trains its own <see cref="AdapterSet"/>.
+/// One <see cref="Gpt"/> serves every client in turn: clients share the base weights, and each trains
+/// its own <see cref="AdapterSet"/>. Each client is taken to hold the initial base, so under FLoRA it
+/// downloads, when next sampled, the base updates merged since it last took part (or the whole base
+/// when that is smaller), exactly what a networked client fetches.
 /// </remarks>
 public sealed class FederatedSimulation
 {
-    private readonly IFederatedStrategy _strategy;
-    private readonly Gpt _model;
     private readonly IReadOnlyList<FederatedClient> _clients;
-    private readonly IReadOnlyList<EvaluationSet> _evaluation;
     private readonly SimulationOptions _options;
+    private readonly FederatedRuntime _runtime;
 
     /// <summary>Prepares a run; nothing is computed until <see cref="Run"/>.</summary>
     public FederatedSimulation(IFederatedStrategy strategy, Gpt model, IReadOnlyList<FederatedClient> clients,
@@ -90,111 +94,58 @@ public sealed class FederatedSimulation
         {
             if (clients[i].Id != i) throw new ArgumentException($"client ids must be 0..{clients.Count - 1} in order; position {i} holds id {clients[i].Id}", nameof(clients));
         }
-        _strategy = strategy;
-        _model = model;
         _clients = clients;
-        _evaluation = evaluation;
         _options = options;
+        _runtime = new FederatedRuntime(strategy, model, new RuntimeOptions(options.Seed, options.ClientsPerRound, evaluation) { Clip = options.Clip });
     }
 
     /// <summary>Bytes sent and received, per client per round.</summary>
-    public CommunicationLedger Ledger { get; } = new();
+    public CommunicationLedger Ledger => _runtime.Ledger;
 
     /// <summary>The global model's held-out losses before the first round (the starting point every method shares).</summary>
     public IReadOnlyDictionary<string, double>? InitialEvaluation { get; private set; }
 
-    /// <summary>The global state after the last completed round.</summary>
+    /// <summary>The global state after the last completed round (null before <see cref="Run"/>).</summary>
     public GlobalState? State { get; private set; }
 
     /// <summary>Runs every round; <paramref name="onClientStep"/> and <paramref name="onRound"/> report progress.</summary>
     public IReadOnlyList<RoundResult> Run(Action<int, int, StepReport>? onClientStep = null, Action<RoundResult>? onRound = null,
         CancellationToken cancellation = default)
     {
-        var state = _strategy.Initialize(new Random(_options.Seed));
-        InitialEvaluation = Evaluate(state);
+        if (_runtime.State.Round != 0) throw new InvalidOperationException("a simulation runs once");
+        InitialEvaluation = _runtime.Evaluate();
+        var population = _clients.Select(c => new SampledClient(c.Id, c.ExampleCount, c.Budget)).ToList();
+        var baseVersions = new int[_clients.Count];
         var results = new List<RoundResult>();
         for (var round = 0; round < _options.Rounds; round++)
         {
             cancellation.ThrowIfCancellationRequested();
             var watch = Stopwatch.StartNew();
-            var random = RoundRandom(_options.Seed, round);
-            var sampled = Sample(random);
-            var plan = _strategy.ConfigureRound(round, state, sampled, random);
-            var updates = new List<ClientUpdate>();
+            var plan = _runtime.Configure(population);
+            var updates = new List<AdmittedUpdate>();
             var clientResults = new List<ClientRoundResult>();
-            var sent = new Dictionary<int, (long Down, long Up)>();
             foreach (var assignment in plan.Assignments)
             {
                 cancellation.ThrowIfCancellationRequested();
-                var (update, loss) = TrainClient(assignment, round, onClientStep);
-                updates.Add(update);
-                var down = WirePayload.SizeOf(assignment.Download);
-                var up = WirePayload.SizeOf(update.Upload.ToArray());
-                sent[assignment.ClientId] = (down, up);
-                clientResults.Add(new ClientRoundResult(round, assignment.ClientId, assignment.Rank, loss, down, up));
+                var id = assignment.ClientId;
+                var catchUp = _runtime.CatchUp(baseVersions[id]);
+                var down = catchUp.Length + AssignmentCodec.Encode(assignment).LongLength;
+                _runtime.RecordDownload(id, down);
+                baseVersions[id] = catchUp.To;
+                var source = _clients[id].Batches(RoundSchedule.BatchSeed(_options.Seed, round, id));
+                var (update, loss) = ClientTraining.Train(_runtime.Model, assignment, source, _options.Local, step => onClientStep?.Invoke(round, id, step));
+                var up = WirePayload.Serialize(update.Upload).LongLength;
+                updates.Add(_runtime.Admit(assignment, update, up));
+                clientResults.Add(new ClientRoundResult(round, id, assignment.Rank, loss, down, up));
             }
-            var aggregation = _strategy.Aggregate(plan, state, updates);
-            state = aggregation.State;
-            if (aggregation.BaseUpdate is { } baseUpdate) GlobalModel.MergeIntoBase(_model, baseUpdate);
-            RecordLedger(round, aggregation, sent);
-            var evaluation = Evaluate(state);
+            _runtime.Commit(_runtime.Close(plan, updates));
+            var evaluation = _runtime.Evaluate();
             watch.Stop();
             var result = new RoundResult(round, clientResults, evaluation, Ledger.TotalDownload(round), Ledger.TotalUpload(round), watch.Elapsed.TotalSeconds);
-            State = state;
+            State = _runtime.State;
             results.Add(result);
             onRound?.Invoke(result);
         }
         return results;
-    }
-
-    /// <summary>Evaluates the global model of <paramref name="state"/> on every evaluation set.</summary>
-    public IReadOnlyDictionary<string, double> Evaluate(GlobalState state)
-    {
-        ArgumentNullException.ThrowIfNull(state);
-        return GlobalModel.Evaluate(_model, state, _evaluation);
-    }
-
-    /// <summary>
-    /// The random source of round <paramref name="round"/>: a pure function of the seed and the round, so
-    /// that a server restarted between rounds draws exactly what an uninterrupted run would.
-    /// </summary>
-    public static Random RoundRandom(int seed, int round) => new(unchecked(seed * 1_000_003 + (round + 1) * 7_919));
-
-    /// <summary>The seed of client <paramref name="clientId"/>'s batches in round <paramref name="round"/>.</summary>
-    public static int BatchSeed(int seed, int round, int clientId) => unchecked(seed * 1_000_003 + round * 1_009 + clientId);
-
-    /// <summary>
-    /// The round's clients: <paramref name="count"/> of ids 0..<paramref name="clientCount"/>-1 drawn
-    /// without replacement from <paramref name="random"/>, in id order. The networked server draws with
-    /// this too, so that both run the same rounds.
-    /// </summary>
-    public static IReadOnlyList<SampledClient> SampleClients(Random random, int clientCount, int count, Func<int, SampledClient> client)
-    {
-        ArgumentNullException.ThrowIfNull(random);
-        ArgumentNullException.ThrowIfNull(client);
-        var ids = Enumerable.Range(0, clientCount).ToArray();
-        random.Shuffle(ids);
-        return ids.Take(count).Order().Select(client).ToList();
-    }
-
-    private IReadOnlyList<SampledClient> Sample(Random random) =>
-        SampleClients(random, _clients.Count, _options.ClientsPerRound, id => new SampledClient(id, _clients[id].ExampleCount, _clients[id].Budget));
-
-    private (ClientUpdate Update, float Loss) TrainClient(ClientAssignment assignment, int round, Action<int, int, StepReport>? onClientStep)
-    {
-        var client = _clients[assignment.ClientId];
-        var source = client.Batches(BatchSeed(_options.Seed, round, client.Id));
-        return ClientTraining.Train(_model, assignment, source, _options.Local, step => onClientStep?.Invoke(round, client.Id, step));
-    }
-
-    /// <summary>Each client's bytes this round: its assignment and update (as sized in the loop) plus any broadcast every client receives.</summary>
-    private void RecordLedger(int round, AggregationResult aggregation, Dictionary<int, (long Down, long Up)> sent)
-    {
-        var broadcast = WirePayload.SizeOf(aggregation.Broadcast.ToArray());
-        foreach (var client in _clients)
-        {
-            var (down, up) = sent.GetValueOrDefault(client.Id);
-            if (down + broadcast > 0 || up > 0) Ledger.Record(round, client.Id, down + broadcast, up);
-        }
     }
 }
