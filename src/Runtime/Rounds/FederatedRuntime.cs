@@ -1,4 +1,5 @@
 using FedLora.Federation;
+using FedLora.Federation.Privacy;
 using FedLora.Model;
 
 namespace FedLora.Runtime;
@@ -14,7 +15,31 @@ public sealed record RuntimeOptions(int Seed, int ClientsPerRound, IReadOnlyList
 
     /// <summary>Replaces the strategy's aggregation (the server's robust median or trimmed mean); null: the strategy's own.</summary>
     public Func<RoundPlan, GlobalState, IReadOnlyList<ClientUpdate>, AggregationResult>? Aggregate { get; init; }
+
+    /// <summary>
+    /// Client-level differential privacy: every round aggregates through the strategy's
+    /// <see cref="IPrivateAggregation"/> (each contribution clipped to S, the sum noised, the fixed denominator M);
+    /// null: off, and the run is exactly as without this option.
+    /// </summary>
+    public DpMechanism? Privacy { get; init; }
+
+    /// <summary>
+    /// Draw the DP noise from a cryptographically secure generator rather than from the job's seed: the server's
+    /// choice, since its clients know the seed and could subtract seeded noise. False: reproducible noise
+    /// (<see cref="RoundSchedule.PrivacyRandom"/>), for simulations.
+    /// </summary>
+    public bool SecretNoise { get; init; }
 }
+
+/// <summary>What a private round spent and how it clipped.</summary>
+/// <param name="Epsilon">The epsilon spent by the job after this round (at <paramref name="Delta"/>; infinite when z = 0).</param>
+/// <param name="Delta">delta.</param>
+/// <param name="Clip">The clip S the round's contributions were held to.</param>
+/// <param name="NextClip">The clip of the next round (adaptive clipping; else <paramref name="Clip"/>).</param>
+/// <param name="NoiseMultiplier">z of the noise on the update sum (z_delta under adaptive clipping).</param>
+/// <param name="Clipped">How many contributions the clip scaled down.</param>
+/// <param name="Reported">How many contributions the sum holds.</param>
+public sealed record RoundPrivacy(double Epsilon, double Delta, double Clip, double NextClip, double NoiseMultiplier, int Clipped, int Reported);
 
 /// <summary>A client's update as the runtime took it: clipped to <see cref="Clip"/>, with the norm of its change as uploaded.</summary>
 /// <param name="Update">The update (its change scaled down when <see cref="Norm"/> exceeded <see cref="Clip"/>).</param>
@@ -35,7 +60,11 @@ public sealed record AdmittedUpdate(ClientUpdate Update, double Norm, double Cli
 /// <param name="Discarded">The clients whose updates were set aside because the aggregate with them was non-finite or exploding, with the reason.</param>
 /// <param name="Ledger">Every client's bytes this round, by id.</param>
 public sealed record RoundClose(RoundPlan Plan, GlobalState State, IReadOnlyList<StackedUpdate>? BaseUpdate, IReadOnlyList<int> Used,
-    IReadOnlyList<(int ClientId, string Reason)> Discarded, IReadOnlyList<LedgerEntry> Ledger);
+    IReadOnlyList<(int ClientId, string Reason)> Discarded, IReadOnlyList<LedgerEntry> Ledger)
+{
+    /// <summary>Under DP, what the round spent and the clip it leaves for the next; null otherwise.</summary>
+    public RoundPrivacy? Privacy { get; init; }
+}
 
 /// <summary>
 /// The round loop of a federated job, driven the same way by the in-process <see cref="FederatedSimulation"/>
@@ -57,6 +86,7 @@ public sealed class FederatedRuntime
     private readonly Dictionary<int, long> _downloads = [];
 
     /// <summary>A job of <paramref name="strategy"/> on <paramref name="model"/> (whose base weights FLoRA's merges change), from the strategy's initial state.</summary>
+    /// <exception cref="NotSupportedException">DP is asked of a strategy that cannot aggregate privately (FLoRA).</exception>
     public FederatedRuntime(IFederatedStrategy strategy, Gpt model, RuntimeOptions options)
     {
         ArgumentNullException.ThrowIfNull(strategy);
@@ -64,6 +94,16 @@ public sealed class FederatedRuntime
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(options.Evaluation);
         if (options.ClientsPerRound < 1) throw new ArgumentException($"ClientsPerRound is {options.ClientsPerRound}: a round needs at least one client");
+        if (options.Privacy is { } privacy)
+        {
+            PrivateAggregation.RequireSupport(strategy);
+            if (options.Aggregate is not null) throw new ArgumentException("differential privacy noises the strategy's sum; a robust aggregation (median, trimmed mean) is not a sum: use one or the other");
+            if (privacy.ClientsPerRound != options.ClientsPerRound)
+            {
+                throw new ArgumentException($"the DP mechanism was resolved for {privacy.ClientsPerRound} clients a round, the job samples {options.ClientsPerRound}: resolve it for the job's");
+            }
+            PrivacyClip = privacy.Settings.Clip;
+        }
         _strategy = strategy;
         _model = model;
         _options = options;
@@ -88,12 +128,19 @@ public sealed class FederatedRuntime
     /// <summary>Bytes sent to and received from each client, per committed round.</summary>
     public CommunicationLedger Ledger { get; } = new();
 
+    /// <summary>Under DP, the clip S of the next round (it moves under adaptive clipping: a driver that persists the job keeps it); null otherwise.</summary>
+    public double? PrivacyClip { get; private set; }
+
+    /// <summary>Under DP, the epsilon the committed rounds spent; null otherwise.</summary>
+    public double? Epsilon => _options.Privacy?.EpsilonAfter(State.Round);
+
     /// <summary>
     /// Resumes a job from saved progress: its state, the base updates it committed (merged into the base
     /// weights here, in order, unless <paramref name="mergeIntoBase"/> is false because the weights already hold
-    /// them) and its ledger.
+    /// them), its ledger and, under adaptive DP clipping, the clip it had reached.
     /// </summary>
-    public void Restore(GlobalState state, IReadOnlyList<IReadOnlyList<StackedUpdate>> baseUpdates, IEnumerable<LedgerEntry> ledger, bool mergeIntoBase = true)
+    public void Restore(GlobalState state, IReadOnlyList<IReadOnlyList<StackedUpdate>> baseUpdates, IEnumerable<LedgerEntry> ledger, bool mergeIntoBase = true,
+        double? privacyClip = null)
     {
         ArgumentNullException.ThrowIfNull(state);
         ArgumentNullException.ThrowIfNull(baseUpdates);
@@ -105,6 +152,11 @@ public sealed class FederatedRuntime
             _baseUpdates.Add(update);
         }
         foreach (var entry in ledger) Ledger.Record(entry.Round, entry.ClientId, entry.DownloadBytes, entry.UploadBytes);
+        if (privacyClip is { } clip && PrivacyClip is not null)
+        {
+            if (!double.IsFinite(clip) || clip <= 0) throw new ArgumentOutOfRangeException(nameof(privacyClip), clip, "a saved DP clip must be finite and > 0");
+            PrivacyClip = clip;
+        }
         State = state;
     }
 
@@ -183,6 +235,7 @@ public sealed class FederatedRuntime
         if (plan.Round != State.Round) throw new ArgumentException($"the plan is for round {plan.Round}, the open round is {State.Round}", nameof(plan));
         var byClient = updates.ToDictionary(u => u.Update.ClientId);
         var used = plan.Assignments.Where(a => byClient.ContainsKey(a.ClientId)).Select(a => byClient[a.ClientId]).ToList();
+        if (_options.Privacy is { } privacy) return ClosePrivately(plan, used, updates, privacy);
         var discarded = new List<(int, string)>();
         while (true)
         {
@@ -201,6 +254,38 @@ public sealed class FederatedRuntime
         }
     }
 
+    /// <summary>
+    /// The private close: one release of the strategy's noised sum over every update received, then the next clip
+    /// (adaptive clipping) from the norms that sum saw. No update is set aside and aggregated again: each client
+    /// already moves the aggregate by at most S / M, which is what the explosion check guards, and a second
+    /// aggregate of the same round would be a second, unaccounted release. Only a non-finite aggregate is refused.
+    /// </summary>
+    private RoundClose ClosePrivately(RoundPlan plan, List<AdmittedUpdate> used, IReadOnlyList<AdmittedUpdate> updates, DpMechanism privacy)
+    {
+        if (used.Count == 0) throw new InvalidOperationException($"no update of round {plan.Round} is left to aggregate");
+        var random = _options.SecretNoise ? new SecureRandom() : RoundSchedule.PrivacyRandom(_options.Seed, plan.Round);
+        var clip = PrivacyClip!.Value;
+        var sum = privacy.SumFor(clip, random);
+        var aggregation = PrivateAggregation.Aggregate(_strategy, plan, State, [.. used.Select(u => u.Update)], sum);
+        if (UpdateGuard.CheckAggregate(State, aggregation.State, aggregation.BaseUpdate, double.MaxValue) is { } problem)
+        {
+            throw new InvalidOperationException($"round {plan.Round}'s private aggregate is not finite: {problem}");
+        }
+        var next = clip;
+        if (privacy.Settings.Adaptive is { } adaptive)
+        {
+            var stepped = new AdaptiveClip(adaptive, privacy.CountNoise, privacy.ClientsPerRound, clip);
+            stepped.Step(sum.Norms, random);
+            next = stepped.Clip;
+        }
+        var spent = new RoundPrivacy(privacy.EpsilonAfter(plan.Round + 1), privacy.Delta, clip, next, privacy.UpdateNoiseMultiplier,
+            sum.Norms.Count(norm => norm > clip), sum.Norms.Count);
+        return new RoundClose(plan, aggregation.State, aggregation.BaseUpdate, [.. used.Select(u => u.Update.ClientId)], [], LedgerOf(plan.Round, updates))
+        {
+            Privacy = spent,
+        };
+    }
+
     /// <summary>Makes <paramref name="close"/> the job's state: merges its base update (a new base version), records its ledger.</summary>
     public void Commit(RoundClose close)
     {
@@ -212,6 +297,7 @@ public sealed class FederatedRuntime
             _baseUpdates.Add(baseUpdate);
         }
         foreach (var entry in close.Ledger) Ledger.Record(entry.Round, entry.ClientId, entry.DownloadBytes, entry.UploadBytes);
+        if (close.Privacy is { } privacy) PrivacyClip = privacy.NextClip;
         _downloads.Clear();
         State = close.State;
     }

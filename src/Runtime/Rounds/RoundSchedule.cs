@@ -12,6 +12,12 @@ public static class RoundSchedule
     /// <summary>The random source of round <paramref name="round"/>: it samples the clients, then the strategy configures the round with it.</summary>
     public static Random RoundRandom(int seed, int round) => new(unchecked(seed * 1_000_003 + (round + 1) * 7_919));
 
+    /// <summary>
+    /// The random source of round <paramref name="round"/>'s DP noise in a simulation: apart from every other draw,
+    /// so that turning DP on changes nothing else. Known to whoever knows the seed: a server uses a secret source.
+    /// </summary>
+    public static Random PrivacyRandom(int seed, int round) => new(unchecked(seed * 999_983 + (round + 1) * 104_729 + 31));
+
     /// <summary>The seed of client <paramref name="clientId"/>'s batches in round <paramref name="round"/>.</summary>
     public static int BatchSeed(int seed, int round, int clientId) => unchecked(seed * 1_000_003 + round * 1_009 + clientId);
 

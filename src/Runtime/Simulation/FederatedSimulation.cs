@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using FedLora.Federation;
+using FedLora.Federation.Privacy;
 using FedLora.Lora;
 using FedLora.Model;
 using FedLora.Model.Data;
@@ -28,6 +29,9 @@ public sealed record SimulationOptions(int Rounds, int ClientsPerRound, Training
 {
     /// <summary>The clip of each update's change (L2 norm) given its assignment, as the server applies it; null: none.</summary>
     public Func<ClientAssignment, double>? Clip { get; init; }
+
+    /// <summary>Client-level differential privacy (<see cref="RuntimeOptions.Privacy"/>), with noise drawn from the seed; null: off.</summary>
+    public DpMechanism? Privacy { get; init; }
 
     /// <summary>Throws with a message naming the bad option.</summary>
     public void Validate(int clientCount)
@@ -59,7 +63,11 @@ public sealed record ClientRoundResult(int Round, int ClientId, int Rank, float 
 /// <param name="UploadBytes">All uploads this round.</param>
 /// <param name="Seconds">Wall time of the round, training and evaluation.</param>
 public sealed record RoundResult(int Round, IReadOnlyList<ClientRoundResult> Clients, IReadOnlyDictionary<string, double> Evaluation,
-    long DownloadBytes, long UploadBytes, double Seconds);
+    long DownloadBytes, long UploadBytes, double Seconds)
+{
+    /// <summary>Under DP, the epsilon spent so far and the round's clip; null otherwise.</summary>
+    public RoundPrivacy? Privacy { get; init; }
+}
 
 /// <summary>
 /// Runs a federated job in one process on the <see cref="FederatedRuntime"/> the networked server runs:
@@ -96,7 +104,7 @@ public sealed class FederatedSimulation
         }
         _clients = clients;
         _options = options;
-        _runtime = new FederatedRuntime(strategy, model, new RuntimeOptions(options.Seed, options.ClientsPerRound, evaluation) { Clip = options.Clip });
+        _runtime = new FederatedRuntime(strategy, model, new RuntimeOptions(options.Seed, options.ClientsPerRound, evaluation) { Clip = options.Clip, Privacy = options.Privacy });
     }
 
     /// <summary>Bytes sent and received, per client per round.</summary>
@@ -138,10 +146,14 @@ public sealed class FederatedSimulation
                 updates.Add(_runtime.Admit(assignment, update, up));
                 clientResults.Add(new ClientRoundResult(round, id, assignment.Rank, loss, down, up));
             }
-            _runtime.Commit(_runtime.Close(plan, updates));
+            var close = _runtime.Close(plan, updates);
+            _runtime.Commit(close);
             var evaluation = _runtime.Evaluate();
             watch.Stop();
-            var result = new RoundResult(round, clientResults, evaluation, Ledger.TotalDownload(round), Ledger.TotalUpload(round), watch.Elapsed.TotalSeconds);
+            var result = new RoundResult(round, clientResults, evaluation, Ledger.TotalDownload(round), Ledger.TotalUpload(round), watch.Elapsed.TotalSeconds)
+            {
+                Privacy = close.Privacy,
+            };
             State = _runtime.State;
             results.Add(result);
             onRound?.Invoke(result);
