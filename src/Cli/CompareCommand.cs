@@ -17,7 +17,7 @@ internal static class CompareCommand
         };
         var options = new FederatedOptions();
         var command = new Command("compare",
-            "Run several federated methods on the same data, seeds and budgets; print a side-by-side table and write plots of held-out loss (and, with --eval-every, the task metric) per round")
+            "Run several federated methods on the same data, seeds and budgets; print a side-by-side table and write plots of held-out loss (and, with --eval-every, the task metric) per round. With --dp-*, each method also runs with differential privacy (NAME+dp), side by side with its run without")
         {
             methods,
         };
@@ -36,14 +36,20 @@ internal static class CompareCommand
             job = job.ForClients(data.Clients.Count);
             AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"data: {data.Description}");
             using var backend = CommonOptions.CreateBackend(job.Device);
-            // Build every method once first, so that a bad budget for any of them fails before hours of training.
-            foreach (var name in names) FederatedRunner.Prepare(name, job, data, backend).Model.Dispose();
+            // With DP every method runs twice, without and with it; FLoRA, which has no private aggregation, only without.
+            var variants = names.SelectMany(name => job.Dp is null || name == "flora" ? new[] { (name, false) } : [(name, false), (name, true)]).ToArray();
+            if (job.Dp is not null && names.Contains("flora"))
+            {
+                AnsiConsole.MarkupLine("flora runs without DP only: it stacks each client's factors, so the server never forms a sum to noise");
+            }
+            // Build every run once first, so that a bad budget for any of them fails before hours of training.
+            foreach (var (name, privately) in variants) FederatedRunner.Prepare(name, job, data, backend, privately).Model.Dispose();
 
             var runs = new List<MethodRun>();
-            foreach (var name in names)
+            foreach (var (name, privately) in variants)
             {
-                var (simulation, model, budgets) = FederatedRunner.Prepare(name, job, data, backend);
-                using (model) runs.Add(FederatedRunner.Run(name, simulation, job, budgets, model, data));
+                var (simulation, model, budgets) = FederatedRunner.Prepare(name, job, data, backend, privately);
+                using (model) runs.Add(FederatedRunner.Run(privately ? name + "+dp" : name, simulation, job, budgets, model, data));
             }
             FederatedRunner.WriteResults(job.Output, job, runs);
             var plotPath = Path.Combine(job.Output, "heldout-loss.svg");

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using FedLora.Federation;
+using FedLora.Federation.Privacy;
 using FedLora.Model;
 using FedLora.Model.Training;
 
@@ -11,6 +12,9 @@ internal sealed record FederatedJob(
     TrainingOptions Local, int Batch, int Context, string Partition, int ClientCount, string ModelPath, DataRequest Data,
     string Device, int Seed, string Output, TaskEvaluationSchedule Evaluation)
 {
+    /// <summary>Client-level differential privacy (--dp-*); null: off.</summary>
+    public DpSettings? Dp { get; init; }
+
     /// <summary>
     /// The job for the <paramref name="clients"/> clients the data turned out to have: the budgets and
     /// the clients per round must fit them (checked here because a folder's clients are its files).
@@ -79,6 +83,7 @@ internal sealed class FederatedOptions
     public Option<string> Device { get; } = CommonOptions.Device();
     public Option<int> Seed { get; } = CommonOptions.Seed();
     public Option<string?> Output { get; } = new("--out") { Description = "Folder for results (JSON, CSV, plot); default: runs/VERB-TIME" };
+    public DpOptions Privacy { get; } = new();
 
     public void AddTo(Command command)
     {
@@ -87,6 +92,7 @@ internal sealed class FederatedOptions
         {
             command.Options.Add(option);
         }
+        Privacy.AddTo(command);
     }
 
     /// <summary>Reads and checks every option; throws <see cref="UsageException"/> before any work.</summary>
@@ -109,6 +115,6 @@ internal sealed class FederatedOptions
             parse.GetValue(Rounds), perRound, local, parse.GetValue(Batch), parse.GetValue(Context), partition, parse.GetValue(Clients),
             parse.GetValue(Model)!, CommonOptions.ReadData(parse, Data, Test, TestFraction, Labels, Partition, Clients, Context, Seed),
             parse.GetValue(Device)!, parse.GetValue(Seed), parse.GetValue(Output) ?? Paths.DefaultOutput(verb),
-            new TaskEvaluationSchedule(parse.GetValue(EvalEvery), parse.GetValue(EvalTokens)));
+            new TaskEvaluationSchedule(parse.GetValue(EvalEvery), parse.GetValue(EvalTokens))) { Dp = Privacy.Read(parse) };
     }
 }

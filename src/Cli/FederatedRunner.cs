@@ -18,6 +18,9 @@ internal sealed record MethodRun(
     long UploadBytes, double Seconds, IReadOnlyList<TaskRound> Tasks)
 {
     public double FinalLoss => Rounds[^1].Evaluation["all"];
+
+    /// <summary>Under DP, what the last round reported (epsilon spent by the whole run); null for a run without DP.</summary>
+    public RoundPrivacy? Privacy => Rounds[^1].Privacy;
     public double BestLoss => Rounds.Min(r => r.Evaluation["all"]);
 
     /// <summary>The task metrics after <paramref name="round"/> rounds (0: the start), or null when they were not measured then.</summary>
@@ -31,9 +34,11 @@ internal static class FederatedRunner
 
     /// <summary>
     /// Builds a method's strategy, clients and model and checks them (a rank above a layer's width, a
-    /// bad budget) without training; the model is disposed by the caller.
+    /// bad budget, DP for a method without a private aggregation) without training; the model is disposed by
+    /// the caller. <paramref name="privately"/>: with the job's DP settings.
     /// </summary>
-    public static (FederatedSimulation Simulation, Gpt Model, string Budgets) Prepare(string method, FederatedJob job, InstructionData data, Backend backend)
+    public static (FederatedSimulation Simulation, Gpt Model, string Budgets) Prepare(string method, FederatedJob job, InstructionData data, Backend backend,
+        bool privately = false)
     {
         var model = CommonOptions.LoadModel(job.ModelPath, backend, job.Batch, job.Context);
         try
@@ -43,11 +48,14 @@ internal static class FederatedRunner
             var strategy = StrategyCatalog.Create(method, modules, settings);
             var clients = data.Clients.Select((examples, id) => new FederatedClient(id, examples.Count, budgets[id],
                 seed => new Model.Data.InstructionBatcher(examples, job.Batch, job.Context, seed, data.EndOfText))).ToList();
-            var options = new SimulationOptions(job.Rounds, job.ClientsPerRound, job.Local, job.Seed);
+            var privacy = privately && job.Dp is { } dp ? dp.Resolve(clients.Count, job.ClientsPerRound, job.Rounds) : null;
+            var options = new SimulationOptions(job.Rounds, job.ClientsPerRound, job.Local, job.Seed) { Privacy = privacy };
             var simulation = new FederatedSimulation(strategy, model, clients, data.EvaluationSets(job.Batch, job.Context), options);
-            return (simulation, model, $"global rank {settings.Rank}, clients {string.Join(",", budgets)}");
+            var described = privacy is null ? "" : string.Create(CultureInfo.InvariantCulture,
+                $"; DP: clip {privacy.Settings.Clip:G4}{(privacy.Settings.Adaptive is null ? "" : " (adaptive)")}, noise z {privacy.NoiseMultiplier:G4}, delta {privacy.Delta:G3}, q {privacy.SamplingRate:G3}");
+            return (simulation, model, $"global rank {settings.Rank}, clients {string.Join(",", budgets)}{described}");
         }
-        catch (ArgumentException e)
+        catch (Exception e) when (e is ArgumentException or NotSupportedException)
         {
             model.Dispose();
             throw new UsageException($"{method}: {e.Message}");
@@ -100,8 +108,11 @@ internal static class FederatedRunner
                                 model.Attach(null);
                             }
                         }
+                        var privacy = result.Privacy is { } p
+                            ? string.Create(CultureInfo.InvariantCulture, $", epsilon {DpOptions.Format(p.Epsilon)} (clip {p.Clip:G3}, {p.Clipped}/{p.Reported} clipped)")
+                            : "";
                         AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
-                            $"  round {result.Round + 1}: held-out {result.Evaluation["all"]:0.0000}{metric}, clients' train loss {result.Clients.Average(c => c.MeanLoss):0.000}, down {CommonOptions.Megabytes(result.DownloadBytes)} MB, up {CommonOptions.Megabytes(result.UploadBytes)} MB, {result.Seconds:0.0} s");
+                            $"  round {result.Round + 1}: held-out {result.Evaluation["all"]:0.0000}{metric}, clients' train loss {result.Clients.Average(c => c.MeanLoss):0.000}, down {CommonOptions.Megabytes(result.DownloadBytes)} MB, up {CommonOptions.Megabytes(result.UploadBytes)} MB, {result.Seconds:0.0} s{privacy}");
                     });
             });
         watch.Stop();
@@ -140,8 +151,10 @@ internal static class FederatedRunner
     public static Table Summary(IReadOnlyList<MethodRun> runs, string headline)
     {
         var measured = runs.Any(r => r.Tasks.Count > 0);
+        var privately = runs.Any(r => r.Privacy is not null);
         var table = new Table().AddColumns("method", "start loss", "final loss", "best loss");
         if (measured) table.AddColumns($"start {headline}", $"final {headline} [[95%]]");
+        if (privately) table.AddColumns("epsilon");
         table.AddColumns("MB down", "MB up", "wall time (s)");
         foreach (var run in runs)
         {
@@ -153,6 +166,7 @@ internal static class FederatedRunner
                 cells.Add(start is null ? "-" : CommonOptions.Number(start.Value, "0.000"));
                 cells.Add(final is null ? "-" : TaskMetrics.WithInterval(final));
             }
+            if (privately) cells.Add(run.Privacy is { } privacy ? $"{DpOptions.Format(privacy.Epsilon)} (delta {privacy.Delta.ToString("G3", CultureInfo.InvariantCulture)})" : "no DP");
             cells.AddRange([CommonOptions.Megabytes(run.DownloadBytes), CommonOptions.Megabytes(run.UploadBytes), CommonOptions.Number(run.Seconds, "0.0")]);
             table.AddRow([.. cells.Select(Markup.Escape)]);
         }
@@ -230,6 +244,14 @@ internal static class FederatedRunner
                 data = job.Data.Data,
                 test = job.Data.Test,
                 evalEvery = job.Evaluation.Every,
+                dp = job.Dp is { } dp ? new
+                {
+                    clip = dp.Clip,
+                    noiseMultiplier = dp.NoiseMultiplier,
+                    targetEpsilon = dp.TargetEpsilon,
+                    delta = dp.Delta,
+                    adaptive = dp.Adaptive is { } adaptive ? new { adaptive.TargetQuantile, adaptive.LearningRate, adaptive.CountNoise } : null,
+                } : null,
                 model = Path.GetFileName(job.ModelPath),
                 job.Device,
                 job.Seed,
@@ -244,6 +266,13 @@ internal static class FederatedRunner
                 run.DownloadBytes,
                 run.UploadBytes,
                 run.Seconds,
+                privacy = run.Privacy is { } privacy ? new
+                {
+                    epsilon = Finite(privacy.Epsilon),
+                    privacy.Delta,
+                    privacy.NoiseMultiplier,
+                    finalClip = privacy.NextClip,
+                } : null,
                 taskMetrics = run.Tasks.Select(t => new { t.Round, results = t.Results.Select(JsonMetric) }),
                 rounds = run.Rounds.Select(round => new
                 {
@@ -252,6 +281,7 @@ internal static class FederatedRunner
                     round.DownloadBytes,
                     round.UploadBytes,
                     round.Seconds,
+                    privacy = round.Privacy is { } privacy ? new { epsilon = Finite(privacy.Epsilon), privacy.Clip, privacy.Clipped, privacy.Reported } : null,
                     clients = round.Clients.Select(c => new { c.ClientId, c.Rank, c.MeanLoss, c.DownloadBytes, c.UploadBytes }),
                 }),
             }),
@@ -268,6 +298,9 @@ internal static class FederatedRunner
     }
 
     private static string Invariant(double value) => value.ToString("R", CultureInfo.InvariantCulture);
+
+    /// <summary>A number JSON can hold: an unbounded epsilon (z = 0) becomes null.</summary>
+    private static double? Finite(double value) => double.IsFinite(value) ? value : null;
 
     /// <summary>A CSV cell: quoted when it holds a comma, a quote or a line break.</summary>
     private static string Csv(string text) =>

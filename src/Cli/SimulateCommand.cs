@@ -30,7 +30,7 @@ internal static class SimulateCommand
             var data = InstructionData.Load(job.Data, CommonOptions.LoadTokenizer(job.ModelPath));
             job = job.ForClients(data.Clients.Count);
             using var backend = CommonOptions.CreateBackend(job.Device);
-            var (simulation, model, budgets) = FederatedRunner.Prepare(name, job, data, backend);
+            var (simulation, model, budgets) = FederatedRunner.Prepare(name, job, data, backend, privately: job.Dp is not null);
             using (model)
             {
                 AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
