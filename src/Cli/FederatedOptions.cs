@@ -115,6 +115,9 @@ internal sealed class FederatedOptions
             parse.GetValue(Rounds), perRound, local, parse.GetValue(Batch), parse.GetValue(Context), partition, parse.GetValue(Clients),
             parse.GetValue(Model)!, CommonOptions.ReadData(parse, Data, Test, TestFraction, Labels, Partition, Clients, Context, Seed),
             parse.GetValue(Device)!, parse.GetValue(Seed), parse.GetValue(Output) ?? Paths.DefaultOutput(verb),
-            new TaskEvaluationSchedule(parse.GetValue(EvalEvery), parse.GetValue(EvalTokens))) { Dp = Privacy.Read(parse) };
+            new TaskEvaluationSchedule(parse.GetValue(EvalEvery), parse.GetValue(EvalTokens)))
+        {
+            Dp = Privacy.Read(parse),
+        };
     }
 }
