@@ -55,6 +55,10 @@ public sealed class CliTests : IDisposable
     [InlineData("simulate --targets everything", "unknown layer 'everything'")]
     [InlineData("simulate --device tpu", "unknown device 'tpu'")]
     [InlineData("compare --methods fslora,nope", "unknown nope")]
+    [InlineData("simulate --method flora --dp-clip 1 --dp-noise 1", "not available for FLoRA")]
+    [InlineData("simulate --dp-clip 1 --dp-epsilon 2", "needs a delta too")]
+    [InlineData("simulate --dp-noise 1", "needs --dp-clip")]
+    [InlineData("simulate --dp-clip 0 --dp-noise 1", "give a finite clip > 0")]
     [InlineData("pretrain --channels 100 --heads 3", "divide the channels")]
     public void BadOption_FailsBeforeWork_WithAMessageNamingIt(string command, string message)
     {
@@ -139,6 +143,24 @@ public sealed class CliTests : IDisposable
         var svg = File.ReadAllText(Path.Combine(output, "heldout-loss.svg"));
         Assert.Equal(2, svg.Split("<polyline").Length - 1);
         Assert.Contains(">flora<", svg, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Compare_WithDp_RunsEachMethodWithAndWithoutAndReportsEpsilon()
+    {
+        var output = Path.Combine(_scratch, "compare-dp");
+        var (exitCode, text) = Fedlora([.. "compare --methods fedit,flora".Split(' '), .. Tiny.Split(','), "--dp-clip", "0.5", "--dp-epsilon", "8", "--dp-delta", "1e-5", "--out", output]);
+        Assert.True(exitCode == 0, text);
+        Assert.Contains("fedit+dp", text, StringComparison.Ordinal);
+        Assert.Contains("epsilon", text, StringComparison.Ordinal);
+        Assert.Contains("flora runs without DP only", text, StringComparison.Ordinal);
+        using var results = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "results.json")));
+        var runs = results.RootElement.GetProperty("runs").EnumerateArray().ToArray();
+        Assert.Equal(["fedit", "fedit+dp", "flora"], runs.Select(run => run.GetProperty("method").GetString()));
+        var epsilon = runs[1].GetProperty("privacy").GetProperty("epsilon").GetDouble();
+        Assert.InRange(epsilon, 7.8, 8);
+        Assert.Equal(epsilon, runs[1].GetProperty("rounds")[0].GetProperty("privacy").GetProperty("epsilon").GetDouble());
+        Assert.Equal(System.Text.Json.JsonValueKind.Null, runs[0].GetProperty("privacy").ValueKind);
     }
 
     [Fact]
