@@ -4,6 +4,7 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using FedLora.Federation;
+using FedLora.Federation.Privacy;
 using FedLora.Lora;
 using FedLora.Model;
 using FedLora.Runtime;
@@ -98,6 +99,7 @@ internal static class ServeCommand
                 DeclaredExampleCounts = declared.Any(n => n is not null) ? declared : null,
                 Aggregation = rule,
                 TrimFraction = parse.GetValue(trim),
+                Privacy = job.Dp,
                 ConsoleLog = true,
                 Limits = new ServerLimits
                 {
@@ -115,8 +117,9 @@ internal static class ServeCommand
             {
                 strategy = StrategyCatalog.Create(name, model.Layout.LoraModules(job.Targets), settings);
                 serverOptions.Validate(budgets.Count);
+                if (job.Dp is not null) PrivateAggregation.RequireSupport(strategy);
             }
-            catch (ArgumentException e)
+            catch (Exception e) when (e is ArgumentException or NotSupportedException)
             {
                 throw new UsageException($"{name}: {e.Message}");
             }
@@ -132,8 +135,10 @@ internal static class ServeCommand
         server.Coordinator.RoundCompleted += round =>
         {
             var entries = server.Coordinator.Ledger.Entries.Where(e => e.Round == round).ToArray();
+            var privacy = options.Privacy is null ? ""
+                : $", epsilon {DpOptions.Format(server.Coordinator.MetricsHistory.LastOrDefault(m => m.Round == round)?.Epsilon ?? double.PositiveInfinity)}";
             AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
-                $"  round {round + 1}/{options.Rounds}: {entries.Count(e => e.UploadBytes > 0)} updates, down {CommonOptions.Megabytes(entries.Sum(e => e.DownloadBytes))} MB, up {CommonOptions.Megabytes(entries.Sum(e => e.UploadBytes))} MB; saved to {options.StateDirectory}");
+                $"  round {round + 1}/{options.Rounds}: {entries.Count(e => e.UploadBytes > 0)} updates, down {CommonOptions.Megabytes(entries.Sum(e => e.DownloadBytes))} MB, up {CommonOptions.Megabytes(entries.Sum(e => e.UploadBytes))} MB{privacy}; saved to {options.StateDirectory}");
         };
         var uri = await server.StartAsync(address, port, certificate).ConfigureAwait(false);
         // SIGTERM and Ctrl+C stop the host (its console lifetime); ShutdownRequested follows.

@@ -46,7 +46,14 @@ public sealed record AssignmentReply(RoundPhase Phase, int Round, byte[]? Payloa
 /// <param name="Updates">The updates aggregated.</param>
 /// <param name="DownloadBytes">Bytes sent to clients in the round.</param>
 /// <param name="UploadBytes">Bytes of the updates taken in the round.</param>
-public sealed record RoundMetrics(int Round, IReadOnlyDictionary<string, double> Loss, int Updates, long DownloadBytes, long UploadBytes);
+public sealed record RoundMetrics(int Round, IReadOnlyDictionary<string, double> Loss, int Updates, long DownloadBytes, long UploadBytes)
+{
+    /// <summary>Under DP, the epsilon the job has spent after this round (null without DP, or when unbounded: z = 0).</summary>
+    public double? Epsilon { get; init; }
+
+    /// <summary>Under DP, the clip of the next round (adaptive clipping moves it); a restarted server resumes from it.</summary>
+    public double? DpClip { get; init; }
+}
 
 /// <summary>Bytes a base download sent a client (see <see cref="RoundCoordinator.BaseFor"/>).</summary>
 /// <param name="Version">The base version the payload brings the client to.</param>
@@ -111,6 +118,8 @@ public sealed class RoundCoordinator
             Clip = options.ClipOf,
             Aggregate = options.Aggregation == AggregationRule.Strategy ? null
                 : (plan, state, updates) => new AggregationResult(RobustAggregation.Aggregate(strategy.Name, state, updates, options.Aggregation, options.TrimFraction)),
+            Privacy = options.Privacy?.Resolve(budgets.Count, options.ClientsPerRound, options.Rounds),
+            SecretNoise = true,
         });
         _baseFingerprint = BasePayload.Fingerprint(model);
         _budgets = budgets;
@@ -138,7 +147,8 @@ public sealed class RoundCoordinator
                 throw new InvalidOperationException(
                     $"the state folder {options.StateDirectory} holds a job on other base weights (SHA-256 {progress.BaseFingerprint[..12]}..., this model's is {_baseFingerprint[..12]}...): start the server with the job's --model");
             }
-            _runtime.Restore(_store!.LoadState(progress), _store.LoadBaseUpdates(progress), progress.Ledger);
+            _runtime.Restore(_store!.LoadState(progress), _store.LoadBaseUpdates(progress), progress.Ledger,
+                privacyClip: progress.Metrics.LastOrDefault(m => m.DpClip is not null)?.DpClip);
             for (var i = 0; i < budgets.Count; i++) _exampleCounts[i] = progress.ExampleCounts[i];
             Metrics.AddRange(progress.Metrics);
             OpenRound();
@@ -147,6 +157,12 @@ public sealed class RoundCoordinator
 
     /// <summary>Bytes per client per round, as the simulation counts them.</summary>
     public CommunicationLedger Ledger => _runtime.Ledger;
+
+    /// <summary>Under DP, the clip of the round being collected (adaptive clipping moves it); null otherwise.</summary>
+    public double? PrivacyClip
+    {
+        get { lock (_gate) return _runtime.PrivacyClip; }
+    }
 
     /// <summary>SHA-256 of the job's initial base weights: a client whose own base matches needs no base download to start.</summary>
     public string BaseFingerprint => _baseFingerprint;
@@ -483,7 +499,11 @@ public sealed class RoundCoordinator
     /// <summary>The committed round's metrics: the global model's held-out losses (when the server holds a test set) and its bytes; kept in the state folder.</summary>
     private void EvaluateRound(int round, RoundClose close)
     {
-        var metrics = new RoundMetrics(round, _runtime.Evaluate(), close.Used.Count, close.Ledger.Sum(e => e.DownloadBytes), close.Ledger.Sum(e => e.UploadBytes));
+        var metrics = new RoundMetrics(round, _runtime.Evaluate(), close.Used.Count, close.Ledger.Sum(e => e.DownloadBytes), close.Ledger.Sum(e => e.UploadBytes))
+        {
+            Epsilon = close.Privacy is { Epsilon: var epsilon } && double.IsFinite(epsilon) ? epsilon : null,
+            DpClip = close.Privacy?.NextClip,
+        };
         Metrics.Add(metrics);
         try
         {

@@ -1,4 +1,5 @@
 using FedLora.Federation;
+using FedLora.Federation.Privacy;
 using FedLora.Model;
 using FedLora.Model.Training;
 using FedLora.Runtime;
@@ -121,6 +122,12 @@ public sealed record ServerOptions(int Rounds, int ClientsPerRound, int Seed, in
     /// <summary>Whether log lines also go to the console (they always go to server.log in the state folder).</summary>
     public bool ConsoleLog { get; init; }
 
+    /// <summary>
+    /// Client-level differential privacy (resolved for the job's clients, M and rounds): each round's sum is
+    /// clipped and noised with noise from the operating system's cryptographic generator; null: off.
+    /// </summary>
+    public DpSettings? Privacy { get; init; }
+
     /// <summary>The clip of <paramref name="assignment"/>'s update (see <see cref="UpdateNormFactor"/>); +infinity when off.</summary>
     public double ClipOf(ClientAssignment assignment)
     {
@@ -146,6 +153,11 @@ public sealed record ServerOptions(int Rounds, int ClientsPerRound, int Seed, in
         if (!(UpdateNormFactor >= 0) || !double.IsFinite(UpdateNormFactor)) throw new ArgumentException($"UpdateNormFactor is {UpdateNormFactor}: it must be finite and >= 0 (0: no clip)");
         if (MaxUpdateNorm is { } norm && (!(norm > 0) || !double.IsFinite(norm))) throw new ArgumentException($"MaxUpdateNorm is {norm}: it must be finite and > 0");
         if (MaxExampleCount < 1) throw new ArgumentException($"MaxExampleCount is {MaxExampleCount}: it must be >= 1");
+        if (Privacy is { } privacy)
+        {
+            privacy.Resolve(clientCount, ClientsPerRound, Rounds);
+            if (Aggregation != AggregationRule.Strategy) throw new ArgumentException($"differential privacy noises the strategy's sum; {Aggregation} aggregation is not a sum: use one or the other");
+        }
         if (DeclaredExampleCounts is { } declared)
         {
             if (declared.Count != clientCount) throw new ArgumentException($"{declared.Count} declared example counts for {clientCount} clients: give one per client (or none)");
