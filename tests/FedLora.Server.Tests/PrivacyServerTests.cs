@@ -11,7 +11,10 @@ public sealed class PrivacyServerTests : IDisposable
 
     private static readonly DpSettings Settings = new()
     {
-        Clip = 0.05, NoiseMultiplier = 1, Delta = 1e-3, Adaptive = new AdaptiveClipping(TargetQuantile: 0.5, LearningRate: 0.5, CountNoise: 1),
+        Clip = 0.05,
+        NoiseMultiplier = 1,
+        Delta = 1e-3,
+        Adaptive = new AdaptiveClipping(TargetQuantile: 0.5, LearningRate: 0.5, CountNoise: 1),
     };
 
     private static void RunRound(RoundCoordinator coordinator, ServerOptions options)
