@@ -109,6 +109,9 @@ internal static class ServeCommand
             };
             using var backend = CommonOptions.CreateBackend(job.Device);
             using var model = CommonOptions.LoadModel(job.ModelPath, backend, job.Batch, job.Context);
+            // The server evaluates the global model after each round on the test set it holds (--test, the data folder's
+            // global_test.json, or --test-fraction of the records): GET /v1/metrics serves the history.
+            var evaluation = InstructionData.Load(job.Data, CommonOptions.LoadTokenizer(job.ModelPath)).EvaluationSets(job.Batch, job.Context);
             var (settings, budgets) = job.BudgetsFor(name);
             IFederatedStrategy strategy;
             try
@@ -120,20 +123,21 @@ internal static class ServeCommand
             {
                 throw new UsageException($"{name}: {e.Message}");
             }
-            return RunAsync(strategy, model, budgets, clientTokens, serverOptions, address, listenPort, cert, job.Output, job.ModelPath).GetAwaiter().GetResult();
+            return RunAsync(strategy, model, budgets, clientTokens, serverOptions, evaluation, address, listenPort, cert, job.Output, job.ModelPath).GetAwaiter().GetResult();
         }));
         return command;
     }
 
     private static async Task<int> RunAsync(IFederatedStrategy strategy, Gpt model, IReadOnlyList<ClientBudget> budgets, ClientTokens tokens,
-        ServerOptions options, IPAddress address, int port, X509Certificate2? certificate, string output, string baseModel)
+        ServerOptions options, IReadOnlyList<EvaluationSet> evaluation, IPAddress address, int port, X509Certificate2? certificate, string output, string baseModel)
     {
-        await using var server = new FederatedServer(strategy, model, budgets, tokens, options);
+        await using var server = new FederatedServer(strategy, model, budgets, tokens, options, evaluation);
         server.Coordinator.RoundCompleted += round =>
         {
-            var entries = server.Coordinator.Ledger.Entries.Where(e => e.Round == round).ToArray();
+            var metrics = server.Coordinator.MetricsHistory[^1];
+            var loss = metrics.Loss.TryGetValue("all", out var all) ? $"held-out {all:0.0000}, " : "";
             AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
-                $"  round {round + 1}/{options.Rounds}: {entries.Count(e => e.UploadBytes > 0)} updates, down {CommonOptions.Megabytes(entries.Sum(e => e.DownloadBytes))} MB, up {CommonOptions.Megabytes(entries.Sum(e => e.UploadBytes))} MB; saved to {options.StateDirectory}");
+                $"  round {round + 1}/{options.Rounds}: {loss}{metrics.Updates} updates, down {CommonOptions.Megabytes(metrics.DownloadBytes)} MB, up {CommonOptions.Megabytes(metrics.UploadBytes)} MB; saved to {options.StateDirectory}");
         };
         var uri = await server.StartAsync(address, port, certificate).ConfigureAwait(false);
         // SIGTERM and Ctrl+C stop the host (its console lifetime); ShutdownRequested follows.
