@@ -46,7 +46,20 @@ public sealed record AssignmentReply(RoundPhase Phase, int Round, byte[]? Payloa
 /// <param name="Updates">The updates aggregated.</param>
 /// <param name="DownloadBytes">Bytes sent to clients in the round.</param>
 /// <param name="UploadBytes">Bytes of the updates taken in the round.</param>
-public sealed record RoundMetrics(int Round, IReadOnlyDictionary<string, double> Loss, int Updates, long DownloadBytes, long UploadBytes);
+/// <param name="Task">Task metrics of the global model over the whole test set (accuracy, exact match, ROUGE-L...), when measured this round.</param>
+public sealed record RoundMetrics(int Round, IReadOnlyDictionary<string, double> Loss, int Updates, long DownloadBytes, long UploadBytes,
+    IReadOnlyDictionary<string, double>? Task = null);
+
+/// <summary>How the server evaluates the global model after each round.</summary>
+/// <param name="Sets">Held-out sets whose mean loss per target token is measured every round.</param>
+public sealed record ServerEvaluation(IReadOnlyList<EvaluationSet> Sets)
+{
+    /// <summary>
+    /// Task metrics of the global model (given with its adapters attached) after round r (0-based), by metric name;
+    /// null when they are not due that round. Null: never.
+    /// </summary>
+    public Func<Gpt, int, IReadOnlyDictionary<string, double>?>? TaskMetrics { get; init; }
+}
 
 /// <summary>Bytes a base download sent a client (see <see cref="RoundCoordinator.BaseFor"/>).</summary>
 /// <param name="Version">The base version the payload brings the client to.</param>
@@ -81,6 +94,7 @@ public sealed class RoundCoordinator
     private readonly Dictionary<int, byte[]> _payloads = [];
     private readonly TaskCompletionSource _finished = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly string _baseFingerprint;
+    private readonly ServerEvaluation? _evaluation;
     private RoundPlan? _plan;
     private DateTimeOffset _deadline;
     private ServerProgress? _progress;
@@ -91,10 +105,10 @@ public sealed class RoundCoordinator
     /// <summary>
     /// Starts the job, or resumes it from <see cref="ServerOptions.StateDirectory"/> if that holds a committed round or accepted
     /// updates. <paramref name="model"/> holds the job's initial base weights (a resumed job merges its committed base updates
-    /// into them); the global model is evaluated on <paramref name="evaluation"/> after each round.
+    /// into them); the global model is evaluated as <paramref name="evaluation"/> says after each round.
     /// </summary>
     public RoundCoordinator(IFederatedStrategy strategy, Gpt model, IReadOnlyList<ClientBudget> budgets, ServerOptions options, TimeProvider? time = null,
-        ILogger? logger = null, IReadOnlyList<EvaluationSet>? evaluation = null)
+        ILogger? logger = null, ServerEvaluation? evaluation = null)
     {
         ArgumentNullException.ThrowIfNull(strategy);
         ArgumentNullException.ThrowIfNull(model);
@@ -106,13 +120,14 @@ public sealed class RoundCoordinator
             throw new ArgumentException($"{options.Aggregation} aggregation is for the averaging methods whose clients all train the global rank (fedit, ffa-lora), not {strategy.Name}");
         }
         _strategy = strategy;
-        _runtime = new FederatedRuntime(strategy, model, new RuntimeOptions(options.Seed, options.ClientsPerRound, evaluation ?? [])
+        _runtime = new FederatedRuntime(strategy, model, new RuntimeOptions(options.Seed, options.ClientsPerRound, evaluation?.Sets ?? [])
         {
             Clip = options.ClipOf,
             Aggregate = options.Aggregation == AggregationRule.Strategy ? null
                 : (plan, state, updates) => new AggregationResult(RobustAggregation.Aggregate(strategy.Name, state, updates, options.Aggregation, options.TrimFraction)),
         });
         _baseFingerprint = BasePayload.Fingerprint(model);
+        _evaluation = evaluation;
         _budgets = budgets;
         _options = options;
         _time = time ?? TimeProvider.System;
@@ -483,7 +498,8 @@ public sealed class RoundCoordinator
     /// <summary>The committed round's metrics: the global model's held-out losses (when the server holds a test set) and its bytes; kept in the state folder.</summary>
     private void EvaluateRound(int round, RoundClose close)
     {
-        var metrics = new RoundMetrics(round, _runtime.Evaluate(), close.Used.Count, close.Ledger.Sum(e => e.DownloadBytes), close.Ledger.Sum(e => e.UploadBytes));
+        var task = _evaluation?.TaskMetrics is { } measure ? _runtime.Measure(model => measure(model, round)) : null;
+        var metrics = new RoundMetrics(round, _runtime.Evaluate(), close.Used.Count, close.Ledger.Sum(e => e.DownloadBytes), close.Ledger.Sum(e => e.UploadBytes), task);
         Metrics.Add(metrics);
         try
         {

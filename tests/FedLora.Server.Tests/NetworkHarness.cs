@@ -120,7 +120,7 @@ internal sealed class NetworkHarness : IDisposable
     {
         var model = NewModel();
         var (strategy, budgets) = Strategy(model);
-        var server = new FederatedServer(strategy, model, budgets, new ClientTokens(Tokens), options ?? Options, Evaluation);
+        var server = new FederatedServer(strategy, model, budgets, new ClientTokens(Tokens), options ?? Options, new ServerEvaluation(Evaluation));
         await server.StartAsync(IPAddress.Loopback, port, certificate);
         return server;
     }
