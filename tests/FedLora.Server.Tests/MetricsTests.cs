@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using FedLora.Model.Data;
+using FedLora.Model.Training;
 using FedLora.Runtime;
 
 namespace FedLora.Server.Tests;
@@ -44,5 +45,28 @@ public sealed class MetricsTests : IDisposable
         // A restarted server reads the history back from its state folder.
         await using var resumed = await harness.StartServerAsync(options);
         Assert.Equal(harness.SimulatedRounds.Select(r => r.Evaluation["all"]), resumed.Coordinator.MetricsHistory.Select(m => m.Loss["all"]));
+    }
+
+    [Fact]
+    public async Task TaskMetrics_MeasureTheGlobalModelWithItsAdapters_OnTheRoundsTheyAreDue()
+    {
+        var testSet = TestSet();
+        using var harness = new NetworkHarness("fedit", [1, 1, 1], clientsPerRound: 3, rounds: 3) { Evaluation = testSet };
+        // A task metric that is the test set's loss: equal to the held-out loss only if the global adapters are attached.
+        var evaluation = new ServerEvaluation(testSet)
+        {
+            TaskMetrics = (model, round) => round == 1 ? null : new Dictionary<string, double> { ["loss"] = LocalTrainer.Evaluate(model, testSet[0].Batches).Loss },
+        };
+        var model = harness.NewModel();
+        var (strategy, budgets) = harness.Strategy(model);
+        await using var server = new FederatedServer(strategy, model, budgets, new ClientTokens(harness.Tokens), harness.Options, evaluation);
+        await server.StartAsync(IPAddress.Loopback, 0);
+        await harness.RunClientsAsync(server.Address!);
+        await server.Finished.WaitAsync(TimeSpan.FromSeconds(30));
+
+        var history = server.Coordinator.MetricsHistory;
+        Assert.Equal([true, false, true], history.Select(m => m.Task is not null));
+        Assert.All(history.Where(m => m.Task is not null), m => Assert.Equal(m.Loss["all"], m.Task!["loss"]));
+        Assert.NotEqual(history[0].Loss["all"], history[2].Loss["all"]);
     }
 }
