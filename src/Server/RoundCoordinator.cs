@@ -95,6 +95,7 @@ public sealed class RoundCoordinator
     private readonly TaskCompletionSource _finished = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly string _baseFingerprint;
     private readonly ServerEvaluation? _evaluation;
+    private (int Version, byte[] Payload)? _fullBase;
     private RoundPlan? _plan;
     private DateTimeOffset _deadline;
     private ServerProgress? _progress;
@@ -257,7 +258,17 @@ public sealed class RoundCoordinator
             var version = _runtime.BaseVersion;
             if (haveVersion < -1 || haveVersion > version) throw new UploadRejectedException(400, $"base version {haveVersion} does not exist: the job's base is at version {version} (ask with have=-1 for the whole base)");
             var catchUp = _runtime.CatchUp(haveVersion);
-            var payload = catchUp.Payload?.Invoke() ?? BasePayload.EncodeUpdates(version, []);
+            byte[] payload;
+            if (catchUp.Full)
+            {
+                // Serialized once per version: a whole base is large, and every client that lacks it gets the same bytes.
+                if (_fullBase is not { } cached || cached.Version != version) _fullBase = cached = (version, catchUp.Payload!());
+                payload = cached.Payload;
+            }
+            else
+            {
+                payload = catchUp.Payload?.Invoke() ?? BasePayload.EncodeUpdates(version, []);
+            }
             if (Phase == RoundPhase.Collecting) _runtime.RecordDownload(clientId, payload.LongLength);
             return new BaseReply(version, payload, catchUp.Full);
         }
