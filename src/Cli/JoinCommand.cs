@@ -22,14 +22,18 @@ internal static class JoinCommand
         var poll = CommonOptions.Positive("--poll-seconds", "Seconds between two polls for an assignment", 2.0);
         var maxHours = CommonOptions.Positive("--max-hours", "Give up after this many hours", 72.0);
         var data = CommonOptions.Data();
+        var test = CommonOptions.Test();
+        var testFraction = CommonOptions.TestFraction();
+        var labels = CommonOptions.Labels();
+        var context = CommonOptions.Positive("--context", "Tokens per example window (as given to serve; it shapes speaker partitions)", 128);
         var model = CommonOptions.BaseModel();
-        model.Description = "The model the server runs, for its tokenizer: a Hugging Face GPT-2 folder, or the default (the shipped model's byte-level tokenizer)";
+        model.Description = "The model the server runs (a Hugging Face GPT-2 folder, or the default shipped model): its tokenizer, and its weights, so that the client starts without downloading the base";
         var device = CommonOptions.Device();
         var seed = CommonOptions.Seed();
         var command = new Command("join",
             "Join a federated job run by `fedlora serve`: enroll, then train on this client's own shard whenever the server samples it, until the job ends; safe to stop and restart")
         {
-            server, clientId, token, tokenFile, trust, data, model, partition, clients, seed, device, poll, maxHours,
+            server, clientId, token, tokenFile, trust, data, test, testFraction, labels, context, model, partition, clients, seed, device, poll, maxHours,
         };
         command.SetAction(parse => Verb.Run(() =>
         {
@@ -39,8 +43,8 @@ internal static class JoinCommand
             }
             var id = parse.GetValue(clientId);
             var secret = ReadToken(parse.GetValue(token), parse.GetValue(tokenFile));
-            var shards = InstructionData.Load(parse.GetValue(data)!, parse.GetValue(partition)!,
-                parse.GetValue(partition)!.Trim().Equals("natural", StringComparison.OrdinalIgnoreCase) ? 10 : parse.GetValue(clients), parse.GetValue(seed),
+            // The same request as the server's: the same records held out as its test set, the same split into shards.
+            var shards = InstructionData.Load(CommonOptions.ReadData(parse, data, test, testFraction, labels, partition, clients, context, seed),
                 CommonOptions.LoadTokenizer(parse.GetValue(model)!));
             if (id < 0 || id >= shards.Clients.Count) throw new UsageException($"--client-id {id} must be in [0, {shards.Clients.Count - 1}] for this partition");
             using var pinned = LoadCertificate(parse.GetValue(trust));
@@ -57,7 +61,12 @@ internal static class JoinCommand
                 PollInterval = TimeSpan.FromSeconds(parse.GetValue(poll)),
                 MaxDuration = TimeSpan.FromHours(parse.GetValue(maxHours)),
             };
-            var client = new JoinClient(http, id, secret, backend, shards.Clients[id], options);
+            float[] baseWeights;
+            using (var own = CommonOptions.LoadModel(parse.GetValue(model)!, backend, batch: 1, context: 1))
+            {
+                baseWeights = own.Backend.ToArray(own.Parameters);
+            }
+            var client = new JoinClient(http, id, secret, backend, shards.Clients[id], options, baseWeights);
             client.Log += message => AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture, $"  {message}");
             using var stop = new CtrlC();
             try

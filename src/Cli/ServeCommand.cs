@@ -111,6 +111,18 @@ internal static class ServeCommand
             };
             using var backend = CommonOptions.CreateBackend(job.Device);
             using var model = CommonOptions.LoadModel(job.ModelPath, backend, job.Batch, job.Context);
+            // The server evaluates the global model after each round on the test set it holds (--test, the data folder's
+            // global_test.json, or --test-fraction of the records): GET /v1/metrics serves the history.
+            var tokenizer = CommonOptions.LoadTokenizer(job.ModelPath);
+            var data = InstructionData.Load(job.Data, tokenizer);
+            var schedule = job.Evaluation;
+            var evaluation = new ServerEvaluation(data.EvaluationSets(job.Batch, job.Context))
+            {
+                // --eval-every N: the task metrics over the whole test set every N rounds and after the last.
+                TaskMetrics = !schedule.Enabled ? null : (global, round) => !schedule.IsDue(round + 1, job.Rounds) ? null
+                    : TaskMetrics.Measure(round + 1, global, tokenizer, data, job.Batch, job.Context, schedule).Results
+                        .Where(r => r.Category == Model.Evaluation.TaskMetric.All).ToDictionary(r => r.Metric, r => r.Value),
+            };
             var (settings, budgets) = job.BudgetsFor(name);
             IFederatedStrategy strategy;
             try
@@ -123,22 +135,23 @@ internal static class ServeCommand
             {
                 throw new UsageException($"{name}: {e.Message}");
             }
-            return RunAsync(strategy, model, budgets, clientTokens, serverOptions, address, listenPort, cert, job.Output, job.ModelPath).GetAwaiter().GetResult();
+            return RunAsync(strategy, model, budgets, clientTokens, serverOptions, evaluation, address, listenPort, cert, job.Output, job.ModelPath).GetAwaiter().GetResult();
         }));
         return command;
     }
 
     private static async Task<int> RunAsync(IFederatedStrategy strategy, Gpt model, IReadOnlyList<ClientBudget> budgets, ClientTokens tokens,
-        ServerOptions options, IPAddress address, int port, X509Certificate2? certificate, string output, string baseModel)
+        ServerOptions options, ServerEvaluation evaluation, IPAddress address, int port, X509Certificate2? certificate, string output, string baseModel)
     {
-        await using var server = new FederatedServer(strategy, model, budgets, tokens, options);
+        await using var server = new FederatedServer(strategy, model, budgets, tokens, options, evaluation);
         server.Coordinator.RoundCompleted += round =>
         {
-            var entries = server.Coordinator.Ledger.Entries.Where(e => e.Round == round).ToArray();
-            var privacy = options.Privacy is null ? ""
-                : $", epsilon {DpOptions.Format(server.Coordinator.MetricsHistory.LastOrDefault(m => m.Round == round)?.Epsilon ?? double.PositiveInfinity)}";
+            var metrics = server.Coordinator.MetricsHistory[^1];
+            var loss = metrics.Loss.TryGetValue("all", out var all) ? $"held-out {all:0.0000}, " : "";
+            loss += string.Concat((metrics.Task ?? new Dictionary<string, double>()).Select(m => $"{m.Key} {m.Value:0.000}, "));
+            var privacy = options.Privacy is null ? "" : $", epsilon {DpOptions.Format(metrics.Epsilon ?? double.PositiveInfinity)}";
             AnsiConsole.MarkupLineInterpolated(CultureInfo.InvariantCulture,
-                $"  round {round + 1}/{options.Rounds}: {entries.Count(e => e.UploadBytes > 0)} updates, down {CommonOptions.Megabytes(entries.Sum(e => e.DownloadBytes))} MB, up {CommonOptions.Megabytes(entries.Sum(e => e.UploadBytes))} MB{privacy}; saved to {options.StateDirectory}");
+                $"  round {round + 1}/{options.Rounds}: {loss}{metrics.Updates} updates, down {CommonOptions.Megabytes(metrics.DownloadBytes)} MB, up {CommonOptions.Megabytes(metrics.UploadBytes)} MB{privacy}; saved to {options.StateDirectory}");
         };
         var uri = await server.StartAsync(address, port, certificate).ConfigureAwait(false);
         // SIGTERM and Ctrl+C stop the host (its console lifetime); ShutdownRequested follows.

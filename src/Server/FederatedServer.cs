@@ -76,11 +76,11 @@ public sealed class FederatedServer : IAsyncDisposable
 
     /// <summary>
     /// Prepares the job (resuming from the state folder if it holds one); nothing listens until <see cref="StartAsync"/>.
-    /// <paramref name="model"/> holds the job's initial base weights; the global model is evaluated on
-    /// <paramref name="evaluation"/> after each round (<c>GET /v1/metrics</c>).
+    /// <paramref name="model"/> holds the job's initial base weights; the global model is evaluated as
+    /// <paramref name="evaluation"/> says after each round (<c>GET /v1/metrics</c>).
     /// </summary>
     public FederatedServer(IFederatedStrategy strategy, Model.Gpt model, IReadOnlyList<ClientBudget> budgets, ClientTokens tokens, ServerOptions options,
-        IReadOnlyList<EvaluationSet>? evaluation = null)
+        ServerEvaluation? evaluation = null)
     {
         ArgumentNullException.ThrowIfNull(strategy);
         ArgumentNullException.ThrowIfNull(model);

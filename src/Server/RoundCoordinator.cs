@@ -46,13 +46,26 @@ public sealed record AssignmentReply(RoundPhase Phase, int Round, byte[]? Payloa
 /// <param name="Updates">The updates aggregated.</param>
 /// <param name="DownloadBytes">Bytes sent to clients in the round.</param>
 /// <param name="UploadBytes">Bytes of the updates taken in the round.</param>
-public sealed record RoundMetrics(int Round, IReadOnlyDictionary<string, double> Loss, int Updates, long DownloadBytes, long UploadBytes)
+/// <param name="Task">Task metrics of the global model over the whole test set (accuracy, exact match, ROUGE-L...), when measured this round.</param>
+public sealed record RoundMetrics(int Round, IReadOnlyDictionary<string, double> Loss, int Updates, long DownloadBytes, long UploadBytes,
+    IReadOnlyDictionary<string, double>? Task = null)
 {
     /// <summary>Under DP, the epsilon the job has spent after this round (null without DP, or when unbounded: z = 0).</summary>
     public double? Epsilon { get; init; }
 
     /// <summary>Under DP, the clip of the next round (adaptive clipping moves it); a restarted server resumes from it.</summary>
     public double? DpClip { get; init; }
+}
+
+/// <summary>How the server evaluates the global model after each round.</summary>
+/// <param name="Sets">Held-out sets whose mean loss per target token is measured every round.</param>
+public sealed record ServerEvaluation(IReadOnlyList<EvaluationSet> Sets)
+{
+    /// <summary>
+    /// Task metrics of the global model (given with its adapters attached) after round r (0-based), by metric name;
+    /// null when they are not due that round. Null: never.
+    /// </summary>
+    public Func<Gpt, int, IReadOnlyDictionary<string, double>?>? TaskMetrics { get; init; }
 }
 
 /// <summary>Bytes a base download sent a client (see <see cref="RoundCoordinator.BaseFor"/>).</summary>
@@ -88,6 +101,8 @@ public sealed class RoundCoordinator
     private readonly Dictionary<int, byte[]> _payloads = [];
     private readonly TaskCompletionSource _finished = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly string _baseFingerprint;
+    private readonly ServerEvaluation? _evaluation;
+    private (int Version, byte[] Payload)? _fullBase;
     private RoundPlan? _plan;
     private DateTimeOffset _deadline;
     private ServerProgress? _progress;
@@ -98,10 +113,10 @@ public sealed class RoundCoordinator
     /// <summary>
     /// Starts the job, or resumes it from <see cref="ServerOptions.StateDirectory"/> if that holds a committed round or accepted
     /// updates. <paramref name="model"/> holds the job's initial base weights (a resumed job merges its committed base updates
-    /// into them); the global model is evaluated on <paramref name="evaluation"/> after each round.
+    /// into them); the global model is evaluated as <paramref name="evaluation"/> says after each round.
     /// </summary>
     public RoundCoordinator(IFederatedStrategy strategy, Gpt model, IReadOnlyList<ClientBudget> budgets, ServerOptions options, TimeProvider? time = null,
-        ILogger? logger = null, IReadOnlyList<EvaluationSet>? evaluation = null)
+        ILogger? logger = null, ServerEvaluation? evaluation = null)
     {
         ArgumentNullException.ThrowIfNull(strategy);
         ArgumentNullException.ThrowIfNull(model);
@@ -113,7 +128,7 @@ public sealed class RoundCoordinator
             throw new ArgumentException($"{options.Aggregation} aggregation is for the averaging methods whose clients all train the global rank (fedit, ffa-lora), not {strategy.Name}");
         }
         _strategy = strategy;
-        _runtime = new FederatedRuntime(strategy, model, new RuntimeOptions(options.Seed, options.ClientsPerRound, evaluation ?? [])
+        _runtime = new FederatedRuntime(strategy, model, new RuntimeOptions(options.Seed, options.ClientsPerRound, evaluation?.Sets ?? [])
         {
             Clip = options.ClipOf,
             Aggregate = options.Aggregation == AggregationRule.Strategy ? null
@@ -122,6 +137,7 @@ public sealed class RoundCoordinator
             SecretNoise = true,
         });
         _baseFingerprint = BasePayload.Fingerprint(model);
+        _evaluation = evaluation;
         _budgets = budgets;
         _options = options;
         _time = time ?? TimeProvider.System;
@@ -258,7 +274,17 @@ public sealed class RoundCoordinator
             var version = _runtime.BaseVersion;
             if (haveVersion < -1 || haveVersion > version) throw new UploadRejectedException(400, $"base version {haveVersion} does not exist: the job's base is at version {version} (ask with have=-1 for the whole base)");
             var catchUp = _runtime.CatchUp(haveVersion);
-            var payload = catchUp.Payload?.Invoke() ?? BasePayload.EncodeUpdates(version, []);
+            byte[] payload;
+            if (catchUp.Full)
+            {
+                // Serialized once per version: a whole base is large, and every client that lacks it gets the same bytes.
+                if (_fullBase is not { } cached || cached.Version != version) _fullBase = cached = (version, catchUp.Payload!());
+                payload = cached.Payload;
+            }
+            else
+            {
+                payload = catchUp.Payload?.Invoke() ?? BasePayload.EncodeUpdates(version, []);
+            }
             if (Phase == RoundPhase.Collecting) _runtime.RecordDownload(clientId, payload.LongLength);
             return new BaseReply(version, payload, catchUp.Full);
         }
@@ -499,7 +525,8 @@ public sealed class RoundCoordinator
     /// <summary>The committed round's metrics: the global model's held-out losses (when the server holds a test set) and its bytes; kept in the state folder.</summary>
     private void EvaluateRound(int round, RoundClose close)
     {
-        var metrics = new RoundMetrics(round, _runtime.Evaluate(), close.Used.Count, close.Ledger.Sum(e => e.DownloadBytes), close.Ledger.Sum(e => e.UploadBytes))
+        var task = _evaluation?.TaskMetrics is { } measure ? _runtime.Measure(model => measure(model, round)) : null;
+        var metrics = new RoundMetrics(round, _runtime.Evaluate(), close.Used.Count, close.Ledger.Sum(e => e.DownloadBytes), close.Ledger.Sum(e => e.UploadBytes), task)
         {
             Epsilon = close.Privacy is { Epsilon: var epsilon } && double.IsFinite(epsilon) ? epsilon : null,
             DpClip = close.Privacy?.NextClip,

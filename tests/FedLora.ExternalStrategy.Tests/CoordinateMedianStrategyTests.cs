@@ -1,16 +1,15 @@
 using FedLora.Federation;
 using FedLora.Kernels.Cpu;
 using FedLora.Lora;
-using FedLora.Model;
 using FedLora.Model.Data;
-using FedLora.Model.Training;
 using FedLora.Runtime;
 
 namespace FedLora.ExternalStrategy.Tests;
 
 /// <summary>
 /// A strategy written outside FedLora: its math on hand-computed arrays, the validation it inherits
-/// from the public API, and a run of FedLora's in-process round loop driving it.
+/// from the public API, and a run of FedLora's in-process round loop driving it (the same job over the
+/// network is <see cref="CoordinateMedianNetworkTests"/>).
 /// </summary>
 public sealed class CoordinateMedianStrategyTests : IDisposable
 {
@@ -107,18 +106,17 @@ public sealed class CoordinateMedianStrategyTests : IDisposable
     [Fact]
     public void Simulation_TwoRoundsOfTheMedian_GlobalAdapterIsTheMedianOfTheTrainedUpdates()
     {
-        var config = new GptConfig(VocabSize: 257, ContextLength: 16, Layers: 1, Channels: 16, Heads: 2);
-        using var model = new Gpt(_backend, config, maxBatch: 2, maxTime: 16);
-        model.InitializeParameters(new Random(42));
-        var modules = model.Layout.LoraModules(LoraTargets.AttentionQkv);
-        var strategy = new Recording(new CoordinateMedianStrategy(modules, new LoraSettings(2, Alpha: 4)));
-        var clients = Enumerable.Range(0, 4).Select(id =>
+        using var model = MedianJob.NewModel(_backend);
+        var median = MedianJob.Strategy(model);
+        var modules = median.Modules;
+        var strategy = new Recording(median);
+        var clients = Enumerable.Range(0, MedianJob.Clients).Select(id =>
         {
-            var examples = Examples(id, 3 + id);
-            return new FederatedClient(id, examples.Count, ClientBudget.OfRank(2), seed => new InstructionBatcher(examples, 2, 16, seed));
+            var examples = MedianJob.ClientExamples(id);
+            return new FederatedClient(id, examples.Count, ClientBudget.OfRank(MedianJob.Rank), seed => new InstructionBatcher(examples, MedianJob.Batch, MedianJob.Time, seed));
         }).ToList();
-        var evaluation = new[] { new EvaluationSet("all", InstructionBatcher.InOrder(Examples(9, 2), 2, 16).ToList()) };
-        var options = new SimulationOptions(Rounds: 2, ClientsPerRound: 3, new TrainingOptions(Steps: 2, LearningRate: 5e-2f), Seed: 5);
+        var evaluation = new[] { new EvaluationSet("all", InstructionBatcher.InOrder(MedianJob.Examples(9, 2), MedianJob.Batch, MedianJob.Time).ToList()) };
+        var options = new SimulationOptions(MedianJob.Rounds, MedianJob.ClientsPerRound, MedianJob.Local, MedianJob.Seed);
         var simulation = new FederatedSimulation(strategy, model, clients, evaluation, options);
 
         var results = simulation.Run();
@@ -134,18 +132,11 @@ public sealed class CoordinateMedianStrategyTests : IDisposable
                 // Training moved every client's factors, and the three clients moved them differently.
                 Assert.All(updates, u => Assert.False(u.Modules[m].A!.AsSpan().SequenceEqual(before.Adapters[m].A)));
                 Assert.False(updates[0].Modules[m].B.AsSpan().SequenceEqual(updates[1].Modules[m].B));
-                Assert.Equal(MiddleOfThree(updates.Select(u => u.Modules[m].A!).ToList()), after.Adapters[m].A);
-                Assert.Equal(MiddleOfThree(updates.Select(u => u.Modules[m].B).ToList()), after.Adapters[m].B);
+                Assert.Equal(MedianJob.MiddleOfThree(updates.Select(u => u.Modules[m].A!).ToList()), after.Adapters[m].A);
+                Assert.Equal(MedianJob.MiddleOfThree(updates.Select(u => u.Modules[m].B).ToList()), after.Adapters[m].B);
             }
         }
         Assert.Same(strategy.Rounds[0].After, strategy.Rounds[1].Before);
         Assert.Same(strategy.Rounds[^1].After, simulation.State);
     }
-
-    private static List<InstructionExample> Examples(int client, int count) =>
-        [.. Enumerable.Range(0, count).Select(i => InstructionTemplate.Tokenize(new InstructionRecord($"Name client {client}'s item {i}.", "", $"item {i * (client + 1)}", "open_qa")))];
-
-    /// <summary>For three arrays, per coordinate the value that is neither the smallest nor the largest.</summary>
-    private static float[] MiddleOfThree(List<float[]> v) =>
-        [.. Enumerable.Range(0, v[0].Length).Select(i => Math.Max(Math.Min(v[0][i], v[1][i]), Math.Min(Math.Max(v[0][i], v[1][i]), v[2][i])))];
 }

@@ -56,6 +56,12 @@ internal sealed class NetworkHarness : IDisposable
 
     public int ClientCount => Ranks.Length;
 
+    /// <summary>Held-out sets the simulation and the server evaluate the global model on after each round (none by default).</summary>
+    public IReadOnlyList<EvaluationSet> Evaluation { get; init; } = [];
+
+    /// <summary>The simulation's round results of the last <see cref="Simulate"/>.</summary>
+    public IReadOnlyList<RoundResult> SimulatedRounds { get; private set; } = [];
+
     public static List<InstructionExample> Examples(int client, int count) =>
         Enumerable.Range(0, count)
             .Select(i => InstructionTemplate.Tokenize(new InstructionRecord($"Name client {client}'s item {i}.", "", $"item {i * (client + 1)}", "open_qa")))
@@ -96,8 +102,8 @@ internal sealed class NetworkHarness : IDisposable
                 return new FederatedClient(id, examples.Count, budgets[id], seed => new InstructionBatcher(examples, Batch, Time, seed));
             })
             .ToList();
-        var simulation = new FederatedSimulation(strategy, model, clients, [], new SimulationOptions(Options.Rounds, Options.ClientsPerRound, Options.Local, Options.Seed));
-        simulation.Run();
+        var simulation = new FederatedSimulation(strategy, model, clients, Evaluation, new SimulationOptions(Options.Rounds, Options.ClientsPerRound, Options.Local, Options.Seed));
+        SimulatedRounds = simulation.Run();
         return (simulation.State!, model.Backend.ToArray(model.Parameters), simulation.Ledger);
     }
 
@@ -114,7 +120,7 @@ internal sealed class NetworkHarness : IDisposable
     {
         var model = NewModel();
         var (strategy, budgets) = Strategy(model);
-        var server = new FederatedServer(strategy, model, budgets, new ClientTokens(Tokens), options ?? Options);
+        var server = new FederatedServer(strategy, model, budgets, new ClientTokens(Tokens), options ?? Options, new ServerEvaluation(Evaluation));
         await server.StartAsync(IPAddress.Loopback, port, certificate);
         return server;
     }

@@ -305,6 +305,22 @@ public sealed class FederatedRuntime
     /// <summary>Mean loss per target token of the global model (base plus the state's adapters) on each evaluation set, by name.</summary>
     public IReadOnlyDictionary<string, double> Evaluate() => GlobalModel.Evaluate(_model, State, _options.Evaluation);
 
+    /// <summary>Runs <paramref name="measure"/> on the global model (base plus the state's adapters, attached for the call): task metrics, generation.</summary>
+    public T Measure<T>(Func<Gpt, T> measure)
+    {
+        ArgumentNullException.ThrowIfNull(measure);
+        using var adapters = GlobalModel.Adapters(_model, State);
+        _model.Attach(adapters);
+        try
+        {
+            return measure(_model);
+        }
+        finally
+        {
+            _model.Attach(null);
+        }
+    }
+
     private List<LedgerEntry> LedgerOf(int round, IReadOnlyList<AdmittedUpdate> updates)
     {
         var up = updates.ToDictionary(u => u.Update.ClientId, u => u.PayloadBytes);

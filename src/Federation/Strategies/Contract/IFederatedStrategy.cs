@@ -105,12 +105,12 @@ public sealed class AggregationResult
     public GlobalState State { get; }
 
     /// <summary>
-    /// FLoRA: per module, W += B diag(w) A that the server's model and every client, sampled or not,
-    /// must merge into its base weights now; null for the other methods.
+    /// FLoRA: per module, W += B diag(w) A that the server's model merges into its base weights now, and
+    /// every client before it next trains (a new base version); null for the other methods.
     /// </summary>
     public IReadOnlyList<StackedUpdate>? BaseUpdate { get; }
 
-    /// <summary>The tensors every client downloads after this aggregation (FLoRA's merged update); empty otherwise.</summary>
+    /// <summary>The tensors of FLoRA's merged update, which a client downloads before it next trains (unless the whole base is smaller); empty otherwise.</summary>
     public IReadOnlyList<WireTensor> Broadcast { get; }
 
     /// <summary>Data bytes of <see cref="Broadcast"/>, per client.</summary>
