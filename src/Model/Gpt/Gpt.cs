@@ -17,8 +17,11 @@ namespace FedLora.Model;
 /// scratch gradients for every block.
 /// The language-model head and its cross-entropy run over chunks of at most <see cref="LogitRows"/>
 /// rows, so at real vocabulary sizes (GPT-2's V = 50,257) the (B*T, V) logits, probabilities and
-/// their gradient are never held whole: the backward pass recomputes each chunk's logits (all but
-/// the last chunk's, which the forward pass leaves in place). When every row fits in one chunk (the
+/// their gradient are never held whole. A forward pass told that a backward pass follows
+/// (<c>training: true</c>, base frozen) computes each chunk's part of d(loss)/d(lnf) while that
+/// chunk's probabilities are at hand; otherwise the backward pass recomputes each chunk's logits (all
+/// but the last chunk's, which the forward pass leaves in place). Either way the same ops run on the
+/// same values, so the gradients are the same bit for bit. When every row fits in one chunk (the
 /// byte-level model) nothing is recomputed and the ops are those of an unchunked head.
 /// </remarks>
 public sealed class Gpt : IDisposable
@@ -39,6 +42,7 @@ public sealed class Gpt : IDisposable
     private bool _haveTargets;
     private int _heldFirstRow, _heldRows;
     private bool _heldProbabilities;
+    private bool _headGradientDone;
 
     /// <summary>Floats of logits the head holds at once when the caller does not choose (32 MiB).</summary>
     public const int DefaultLogitBudget = 1 << 23;
@@ -193,7 +197,17 @@ public sealed class Gpt : IDisposable
     /// of -log p(target) over positions whose target is not -1. Returns that mean (NaN when no
     /// targets, or none counted).
     /// </summary>
-    public float Forward(int batch, int time, ReadOnlySpan<int> tokens, ReadOnlySpan<int> targets = default)
+    /// <param name="batch">B, at most <see cref="MaxBatch"/>.</param>
+    /// <param name="time">T, at most <see cref="MaxTime"/>.</param>
+    /// <param name="tokens">The (B,T) input ids, row-major.</param>
+    /// <param name="targets">The (B,T) target ids (-1: not counted), or empty for logits only.</param>
+    /// <param name="training">
+    /// Whether <see cref="Backward"/> follows. With targets and the base frozen (not <see cref="TrainBase"/>),
+    /// the head then computes its gradient chunk by chunk during this pass, while each chunk's
+    /// probabilities are at hand, and the backward pass does not compute the logits again. It costs a
+    /// pass that only evaluates one more matmul per chunk, so evaluation leaves it false.
+    /// </param>
+    public float Forward(int batch, int time, ReadOnlySpan<int> tokens, ReadOnlySpan<int> targets = default, bool training = false)
     {
         if (batch <= 0 || batch > MaxBatch) throw new ArgumentOutOfRangeException(nameof(batch), batch, $"the batch must be in [1, {MaxBatch}]");
         if (time <= 0 || time > MaxTime) throw new ArgumentOutOfRangeException(nameof(time), time, $"the sequence length must be in [1, {MaxTime}]");
@@ -235,22 +249,21 @@ public sealed class Gpt : IDisposable
         }
         backend.LayerNormForward(n, c, residual, w.LnFWeight, w.LnFBias, _acts.LnF(n), _acts.LnFMean(n), _acts.LnFRstd(n));
         _heldProbabilities = false;
+        _headGradientDone = false;
+        _counted = 0;
+        if (_haveTargets) foreach (var target in _targets.AsSpan(0, n)) if (target >= 0) _counted++;
+        var headGradient = training && _haveTargets && _counted > 0 && !TrainBase;
         for (var first = 0; first < n; first += LogitRows)
         {
             var rows = Math.Min(LogitRows, n - first);
             HeadLogits(first, rows);
             if (_haveTargets) HeadCrossEntropy(first, rows);
+            if (headGradient) HeadInputGradient(first, rows);
             (_heldFirstRow, _heldRows) = (first, rows);
         }
         _heldProbabilities = _haveTargets;
-        if (!_haveTargets)
-        {
-            _counted = 0;
-            return float.NaN;
-        }
-        _counted = 0;
-        foreach (var target in _targets.AsSpan(0, n)) if (target >= 0) _counted++;
-        if (_counted == 0) return float.NaN;
+        _headGradientDone = headGradient;
+        if (!_haveTargets || _counted == 0) return float.NaN;
         var losses = _acts.LossesHost(n);
         backend.Download(_acts.Losses(n), losses);
         double sum = 0;
@@ -296,7 +309,9 @@ public sealed class Gpt : IDisposable
 
         // Each activation gradient's first writer overwrites it (accumulate: false), so none is zeroed
         // first; only residual, which LayerNormBackward adds into, is.
-        HeadBackward(n, dw?.TokenTable);
+        // The forward pass computed the head's input gradient unless told no backward followed, or
+        // the base was trained (or is now: the token table's gradient still needs the head's backward).
+        if (!_headGradientDone || dw is not null) HeadBackward(n, dw?.TokenTable);
         var residual = g.Residual(n);
         backend.Fill(residual, 0f);
         var lastResidual = _acts.Layer(Config.Layers - 1, n, b, t).Residual3;
@@ -346,6 +361,20 @@ public sealed class Gpt : IDisposable
         var v = Config.VocabSize;
         Backend.CrossEntropyForward(rows, v, _acts.Logits(rows, v), _targets.AsSpan(first, rows), _acts.Probabilities(rows, v),
             _acts.Losses(_batch * _time).Slice(first, rows));
+    }
+
+    /// <summary>
+    /// d(loss)/d(lnf) of the chunk of rows whose probabilities are held, into its rows of the Normed
+    /// scratch: the ops <see cref="HeadBackward"/> runs for that chunk, without a token-table gradient.
+    /// </summary>
+    private void HeadInputGradient(int first, int rows)
+    {
+        var (c, v) = (Config.Channels, Config.VocabSize);
+        var n = _batch * _time;
+        var logitsGrad = _grads.Logits(rows, v);
+        Backend.CrossEntropyBackward(rows, v, _acts.Probabilities(rows, v), _targets.AsSpan(first, rows), 1f / _counted, logitsGrad, accumulate: false);
+        Backend.MatmulBackward(rows, c, v, logitsGrad, _acts.LnF(n).Slice(first * c, rows * c), _weights.TokenTable,
+            _grads.Normed(n).Slice(first * c, rows * c), null, null, accumulate: false);
     }
 
     /// <summary>
