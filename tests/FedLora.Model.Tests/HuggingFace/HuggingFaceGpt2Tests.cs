@@ -124,7 +124,7 @@ public sealed class HuggingFaceGpt2Tests(ITestOutputHelper output)
     {
         using var backend = HfFixture.Create("cpu");
         var (b, t) = HfFixture.Shape;
-        var results = new List<(float Loss, float[] Lora, float[] Base)>();
+        var results = new List<(float Loss, float[] Lora, float[] Base, float[] Logits)>();
         foreach (var training in new[] { false, true })
         {
             using var model = HuggingFaceGpt2.Load(HfFixture.Folder, backend, b, t, logitRows).Model;
@@ -140,17 +140,22 @@ public sealed class HuggingFaceGpt2Tests(ITestOutputHelper output)
             var loss = model.Forward(b, t, HfFixture.Tokens, HfFixture.Targets, training);
             model.Backward();
             var lora = backend.ToArray(adapters.Gradients);
+            // The logits gradient overwrote the held logits: they are computed again when asked for.
+            var logits = logitRows >= b * t ? backend.ToArray(model.Logits) : HfFixture.AllLogits(model, b * t);
+            model.Forward(b, t, HfFixture.Tokens);
+            Assert.Equal(HfFixture.AllLogits(model, b * t), logits);
             // Base training switched on after a training pass: the head's backward must still run for the tied embedding.
             model.ZeroGradients();
             model.Forward(b, t, HfFixture.Tokens, HfFixture.Targets, training);
             model.TrainBase = true;
             model.ZeroGradients();
             model.Backward();
-            results.Add((loss, lora, backend.ToArray(model.ParameterGradients)));
+            results.Add((loss, lora, backend.ToArray(model.ParameterGradients), logits));
         }
         Assert.Equal(results[0].Loss, results[1].Loss);
         Assert.Equal(results[0].Lora, results[1].Lora);
         Assert.Equal(results[0].Base, results[1].Base);
+        Assert.Equal(results[0].Logits, results[1].Logits);
         Assert.Contains(results[1].Lora, g => g != 0f);
         Assert.Contains(results[1].Base, g => g != 0f);
     }
