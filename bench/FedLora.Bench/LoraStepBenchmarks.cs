@@ -86,7 +86,7 @@ public class LoraStepBenchmarks : IDisposable
     public float Step()
     {
         _model.ZeroGradients();
-        var loss = _model.Forward(_tokens.Length / Time, Time, _tokens, _targets);
+        var loss = _model.Forward(_tokens.Length / Time, Time, _tokens, _targets, training: true);
         _model.Backward();
         _optimizer.Step(_adapters.Parameters, _adapters.Gradients, 1e-3f);
         return loss;

@@ -1,12 +1,13 @@
-using System.Diagnostics;
 using System.Globalization;
 
 namespace FedLora.Bench;
 
 /// <summary>
-/// `--profile-lora-step [L4-C128|L6-C256]`: where one LoRA fine-tuning step of <see cref="LoraStepBenchmarks"/>
-/// spends its time, op by op (wall time summed over a few steps on the Cpu backend, matmul-family ops
-/// per C x O shape), largest first, with each op's share of the step.
+/// `--profile-lora-step [L4-C128|L6-C256|GPT2-124M] [--cpu-time]`: where one LoRA fine-tuning step of
+/// <see cref="LoraStepBenchmarks"/> spends its time, op by op (wall time summed over a few steps on the
+/// Cpu backend, matmul-family ops per C x O shape), largest first, with each op's share of the step.
+/// `--cpu-time` times the process's CPU time instead: run with DOTNET_PROCESSOR_COUNT=1, it gives each
+/// op's cost on one core even on a machine that other processes keep busy.
 /// </summary>
 internal static class ProfileLoraStep
 {
@@ -14,19 +15,22 @@ internal static class ProfileLoraStep
 
     public static int Run(string[] args)
     {
-        var config = args.Length > 0 ? args[0] : "L6-C256";
-        var backend = new ProfilingBackend();
+        var config = args.FirstOrDefault(arg => !arg.StartsWith("--", StringComparison.Ordinal)) ?? "L6-C256";
+        if (!LoraStepBenchmarks.Configs.Contains(config)) throw new ArgumentException($"unknown config '{config}'; choose among {string.Join(", ", LoraStepBenchmarks.Configs)}");
+        var cpuTime = args.Contains("--cpu-time");
+        var backend = new ProfilingBackend(cpuTime);
         var bench = new LoraStepBenchmarks { Config = config, CreateBackend = () => backend };
         bench.Setup();
         try
         {
             for (var i = 0; i < Warmup; i++) bench.Step();
             backend.Reset();
-            var watch = Stopwatch.StartNew();
+            var start = backend.Now();
             for (var i = 0; i < Steps; i++) bench.Step();
-            var step = watch.Elapsed.TotalSeconds / Steps;
+            var step = (backend.Now() - start) / backend.Frequency / Steps;
             Console.WriteLine($"load: {File.ReadAllText("/proc/loadavg").Trim()}");
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{config}: {step * 1e3:0.0} ms per step, {backend.Description}"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{config}: {step * 1e3:0.0} ms{(cpuTime ? " of CPU time" : "")} per step, {backend.Description}"));
             Console.WriteLine();
             var rows = backend.Ops.OrderByDescending(op => op.Seconds).Select(op => new[]
             {

@@ -5,27 +5,56 @@ using FedLora.Kernels.Cpu;
 namespace FedLora.Bench;
 
 /// <summary>
-/// The Cpu backend with a stopwatch around every op: wall time per op (matmul-family ops per C x O
-/// shape), summed over calls, for `--profile-lora-step`. Allocation and transfers are not timed.
+/// The Cpu backend with a clock around every op: wall time per op (matmul-family ops per C x O
+/// shape), or with <see cref="CpuTime"/> the process's CPU time, summed over calls, for
+/// `--profile-lora-step`. Allocation and transfers are not timed.
 /// </summary>
-internal sealed class ProfilingBackend : CpuBackend
+internal sealed partial class ProfilingBackend(bool cpuTime = false) : CpuBackend
 {
     private readonly Dictionary<string, (long Ticks, int Calls)> _ops = [];
 
-    /// <summary>Each op's summed wall time in seconds and call count, since construction or <see cref="Reset"/>.</summary>
+    /// <summary>
+    /// Whether the clock is the process's CPU time (CLOCK_PROCESS_CPUTIME_ID, in ns) rather than wall time:
+    /// with one thread (DOTNET_PROCESSOR_COUNT=1) on a shared machine, what each op costs a core
+    /// whatever the other processes do. With more threads it counts every thread's time, spinning included.
+    /// </summary>
+    public bool CpuTime { get; } = cpuTime;
+
+    /// <summary>The clock's ticks per second.</summary>
+    public double Frequency => CpuTime ? 1e9 : Stopwatch.Frequency;
+
+    /// <summary>The clock now.</summary>
+    public long Now()
+    {
+        if (!CpuTime) return Stopwatch.GetTimestamp();
+        if (ClockGetTime(2, out var now) != 0) throw new InvalidOperationException("clock_gettime(CLOCK_PROCESS_CPUTIME_ID) failed");
+        return now.Seconds * 1_000_000_000 + now.Nanoseconds;
+    }
+
+    [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
+    private struct TimeSpec
+    {
+        public long Seconds;
+        public long Nanoseconds;
+    }
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "clock_gettime")]
+    private static partial int ClockGetTime(int clock, out TimeSpec time);
+
+    /// <summary>Each op's summed time in seconds and call count, since construction or <see cref="Reset"/>.</summary>
     public IEnumerable<(string Op, double Seconds, int Calls)> Ops =>
-        _ops.Select(entry => (entry.Key, entry.Value.Ticks / (double)Stopwatch.Frequency, entry.Value.Calls));
+        _ops.Select(entry => (entry.Key, entry.Value.Ticks / Frequency, entry.Value.Calls));
 
     public void Reset() => _ops.Clear();
 
     /// <summary>Times an op until disposed: <c>using var timer = Time("Op");</c> around the base call.</summary>
-    private OpTimer Time(string op) => new(this, op, Stopwatch.GetTimestamp());
+    private OpTimer Time(string op) => new(this, op, Now());
 
     private readonly struct OpTimer(ProfilingBackend owner, string op, long start) : IDisposable
     {
         public void Dispose()
         {
-            var elapsed = Stopwatch.GetTimestamp() - start;
+            var elapsed = owner.Now() - start;
             owner._ops[op] = owner._ops.TryGetValue(op, out var total) ? (total.Ticks + elapsed, total.Calls + 1) : (elapsed, 1);
         }
     }

@@ -118,7 +118,45 @@ internal static unsafe class Gemm
         // lost 1.1-2.1x everywhere it applied (LM head 2048x128x257, LoRA ranks 17-31), because it
         // packs the big operand and scatters every output through the tile buffer.
         var rowsAlias = GemmPack.ReadsInPlace(a.Head) && a.Head.KStride == 1 && GemmPack.IsPageMultiple(a.Head.RowStride);
-        Blocked(m, n, k, a, b, c, accumulate, bias, rowSums, n > Narrow.NR ? Selected : rowsAlias ? NarrowFewRows : Narrow);
+        var shape = n > Narrow.NR ? Selected : rowsAlias ? NarrowFewRows : Narrow;
+        var slice = KSlice(n, k, a, b, rowSums, shape);
+        if (slice == k)
+        {
+            Blocked(m, n, k, a, b, c, accumulate, bias, rowSums, shape);
+            return;
+        }
+        for (var k0 = 0; k0 < k; k0 += slice)
+        {
+            var kc = Math.Min(slice, k - k0);
+            Blocked(m, n, kc, SliceK(a, k0, kc), SliceK(b, k0, kc), c, accumulate || k0 > 0, bias, null, shape);
+        }
+    }
+
+    /// <summary>
+    /// The K entries per pass: all of K, unless K is so long that b's packed chunk (K x NC within
+    /// <see cref="PackedBBudget"/>) would hold fewer than 8 micro-panels while the output has more
+    /// columns (the LM head's dx = dlogits W, K = V = 50,257: one micro-panel of 32 columns per chunk,
+    /// each chunk a fork/join that reads all of dlogits again). Then K is cut into slices of whole KC
+    /// blocks that run one after another, each adding onto c, and each slice's chunk spans up to 1024
+    /// columns. Plain operands only (no LoRA tail, K index or K weights), and no row sums. Every tile
+    /// still adds its KC blocks in K order, so the result is the same bit for bit. Measured on the head's
+    /// dx (166 x 768 x 50,257, both cores, a loaded machine): 67-94 -> 121-139 GFLOP/s.
+    /// </summary>
+    private static int KSlice(int n, int k, in GemmOperand a, in GemmOperand b, float* rowSums, in Shape shape)
+    {
+        var nr = shape.NR;
+        var columns = (n + nr - 1) / nr * nr;
+        if ((long)k * 8 * nr <= PackedBBudget || columns <= 8 * nr || rowSums != null || !IsPlain(a, k) || !IsPlain(b, k)) return k;
+        return Math.Max(shape.KC, PackedBBudget / Math.Min(columns, 1024) / shape.KC * shape.KC);
+    }
+
+    private static bool IsPlain(in GemmOperand operand, int k) => operand.HeadK == k && operand.Head.KIndex == null && operand.Head.KScale == null;
+
+    private static GemmOperand SliceK(in GemmOperand operand, int k0, int kc)
+    {
+        var head = operand.Head;
+        head.Data += k0 * head.KStride;
+        return GemmOperand.Plain(head, kc);
     }
 
     private static void WriteBias(int m, int n, in GemmOutput c, float* bias)

@@ -17,8 +17,12 @@ namespace FedLora.Model;
 /// scratch gradients for every block.
 /// The language-model head and its cross-entropy run over chunks of at most <see cref="LogitRows"/>
 /// rows, so at real vocabulary sizes (GPT-2's V = 50,257) the (B*T, V) logits, probabilities and
-/// their gradient are never held whole: the backward pass recomputes each chunk's logits (all but
-/// the last chunk's, which the forward pass leaves in place). When every row fits in one chunk (the
+/// their gradient are never held whole; a chunk's logits gradient overwrites its logits, which the
+/// softmax has used. A forward pass told that a backward pass follows
+/// (<c>training: true</c>, base frozen) computes each chunk's part of d(loss)/d(lnf) while that
+/// chunk's probabilities are at hand; otherwise the backward pass recomputes each chunk's logits (all
+/// but the last chunk's, whose probabilities the forward pass leaves in place). Either way the same ops run on the
+/// same values, so the gradients are the same bit for bit. When every row fits in one chunk (the
 /// byte-level model) nothing is recomputed and the ops are those of an unchunked head.
 /// </remarks>
 public sealed class Gpt : IDisposable
@@ -37,16 +41,20 @@ public sealed class Gpt : IDisposable
     private int[] _targets = [];
     private int _batch, _time, _counted;
     private bool _haveTargets;
-    private int _heldFirstRow, _heldRows;
-    private bool _heldProbabilities;
+    private int _logitsFirst, _logitsRows, _probabilitiesFirst, _probabilitiesRows;
+    private bool _headGradientDone;
 
-    /// <summary>Floats of logits the head holds at once when the caller does not choose (32 MiB).</summary>
-    public const int DefaultLogitBudget = 1 << 23;
+    /// <summary>
+    /// Floats of logits the head holds at once when the caller does not choose (64 MiB; its
+    /// probabilities take as many again).
+    /// </summary>
+    public const int DefaultLogitBudget = 1 << 24;
 
     /// <summary>
     /// Allocates a zero-initialised model and activations for batches of up to (maxBatch, maxTime). The
     /// head computes at most <paramref name="logitRows"/> rows of logits at once (default: every row
-    /// when maxBatch*maxTime*V fits in <see cref="DefaultLogitBudget"/> floats, else as many rows as fit).
+    /// when maxBatch*maxTime*V fits in <see cref="DefaultLogitBudget"/> floats, else the fewest chunks
+    /// that fit, of equal rows: GPT-2's V = 50,257 at B*T = 1024 makes 4 chunks of 256 rows).
     /// </summary>
     public Gpt(Backend backend, GptConfig config, int maxBatch, int maxTime, int? logitRows = null)
     {
@@ -65,11 +73,12 @@ public sealed class Gpt : IDisposable
         MaxTime = maxTime;
         var rows = checked(maxBatch * maxTime);
         if (logitRows is { } chosen && chosen <= 0) throw new ArgumentOutOfRangeException(nameof(logitRows), chosen, "the logit rows per chunk must be > 0");
-        LogitRows = Math.Min(rows, logitRows ?? Math.Max(1, DefaultLogitBudget / config.VocabSize));
+        var chunks = (rows + Math.Max(1, DefaultLogitBudget / config.VocabSize) - 1) / Math.Max(1, DefaultLogitBudget / config.VocabSize);
+        LogitRows = Math.Min(rows, logitRows ?? (rows + chunks - 1) / chunks);
         Parameters = backend.Allocate(Layout.Length);
         _weights = new Weights(Layout, Parameters);
         _acts = new Activations(backend, config, rows, maxBatch, LogitRows);
-        _grads = new GradientScratch(backend, config, rows, LogitRows);
+        _grads = new GradientScratch(backend, config, rows);
         _adapterOf = new int[config.Layers * 4];
         Array.Fill(_adapterOf, -1);
     }
@@ -107,8 +116,9 @@ public sealed class Gpt : IDisposable
     public int LogitRows { get; }
 
     /// <summary>
-    /// The (B,T,V) logits of the last forward pass, when its B*T rows fitted in one chunk of
-    /// <see cref="LogitRows"/>; otherwise use <see cref="CopyLogits"/>.
+    /// The (B,T,V) logits of the last forward pass, when its B*T rows fit in one chunk of
+    /// <see cref="LogitRows"/> (computed again if the head's gradient has used their slot since);
+    /// otherwise use <see cref="CopyLogits"/>.
     /// </summary>
     /// <exception cref="InvalidOperationException">The last pass's logits were computed in chunks.</exception>
     public BufferView Logits
@@ -116,10 +126,15 @@ public sealed class Gpt : IDisposable
         get
         {
             var n = _batch * _time;
-            if (_heldFirstRow != 0 || _heldRows != n)
+            if (_logitsFirst != 0 || _logitsRows != n)
             {
-                throw new InvalidOperationException(
-                    $"the last forward pass's {n} rows of logits were computed in chunks of {LogitRows} rows (V = {Config.VocabSize}) and are not held whole; use CopyLogits(row, destination)");
+                if (n > LogitRows)
+                {
+                    throw new InvalidOperationException(
+                        $"the last forward pass's {n} rows of logits were computed in chunks of {LogitRows} rows (V = {Config.VocabSize}) and are not held whole; use CopyLogits(row, destination)");
+                }
+                HeadLogits(0, n);
+                (_logitsFirst, _logitsRows) = (0, n);
             }
             return _acts.Logits(n, Config.VocabSize);
         }
@@ -136,14 +151,13 @@ public sealed class Gpt : IDisposable
         if ((uint)row >= (uint)n) throw new ArgumentOutOfRangeException(nameof(row), row, $"the row must be in [0, {n}) (B*T of the last forward pass)");
         var v = Config.VocabSize;
         if (destination.Length != v) throw new ArgumentException($"destination must hold V = {v} floats, got {destination.Length}", nameof(destination));
-        if (row < _heldFirstRow || row >= _heldFirstRow + _heldRows)
+        if (row < _logitsFirst || row >= _logitsFirst + _logitsRows)
         {
             // One row only: the held chunk's probabilities (which Backward may still use) are not touched.
             HeadLogits(row, 1);
-            _heldFirstRow = row;
-            _heldRows = 1;
+            (_logitsFirst, _logitsRows) = (row, 1);
         }
-        Backend.Download(_acts.Logits(_heldRows, v).Slice((row - _heldFirstRow) * v, v), destination);
+        Backend.Download(_acts.Logits(_logitsRows, v).Slice((row - _logitsFirst) * v, v), destination);
     }
 
     /// <summary>Bytes this model holds on its backend (weights, gradients, activations, adapters).</summary>
@@ -193,7 +207,17 @@ public sealed class Gpt : IDisposable
     /// of -log p(target) over positions whose target is not -1. Returns that mean (NaN when no
     /// targets, or none counted).
     /// </summary>
-    public float Forward(int batch, int time, ReadOnlySpan<int> tokens, ReadOnlySpan<int> targets = default)
+    /// <param name="batch">B, at most <see cref="MaxBatch"/>.</param>
+    /// <param name="time">T, at most <see cref="MaxTime"/>.</param>
+    /// <param name="tokens">The (B,T) input ids, row-major.</param>
+    /// <param name="targets">The (B,T) target ids (-1: not counted), or empty for logits only.</param>
+    /// <param name="training">
+    /// Whether <see cref="Backward"/> follows. With targets and the base frozen (not <see cref="TrainBase"/>),
+    /// the head then computes its gradient chunk by chunk during this pass, while each chunk's
+    /// probabilities are at hand, and the backward pass does not compute the logits again. It costs a
+    /// pass that only evaluates one more matmul per chunk, so evaluation leaves it false.
+    /// </param>
+    public float Forward(int batch, int time, ReadOnlySpan<int> tokens, ReadOnlySpan<int> targets = default, bool training = false)
     {
         if (batch <= 0 || batch > MaxBatch) throw new ArgumentOutOfRangeException(nameof(batch), batch, $"the batch must be in [1, {MaxBatch}]");
         if (time <= 0 || time > MaxTime) throw new ArgumentOutOfRangeException(nameof(time), time, $"the sequence length must be in [1, {MaxTime}]");
@@ -234,23 +258,21 @@ public sealed class Gpt : IDisposable
             residual = layer.Residual3;
         }
         backend.LayerNormForward(n, c, residual, w.LnFWeight, w.LnFBias, _acts.LnF(n), _acts.LnFMean(n), _acts.LnFRstd(n));
-        _heldProbabilities = false;
+        _probabilitiesRows = 0;
+        _headGradientDone = false;
+        _counted = 0;
+        if (_haveTargets) foreach (var target in _targets.AsSpan(0, n)) if (target >= 0) _counted++;
+        var headGradient = training && _haveTargets && _counted > 0 && !TrainBase;
         for (var first = 0; first < n; first += LogitRows)
         {
             var rows = Math.Min(LogitRows, n - first);
             HeadLogits(first, rows);
+            (_logitsFirst, _logitsRows) = (first, rows);
             if (_haveTargets) HeadCrossEntropy(first, rows);
-            (_heldFirstRow, _heldRows) = (first, rows);
+            if (headGradient) HeadInputGradient(first, rows);
         }
-        _heldProbabilities = _haveTargets;
-        if (!_haveTargets)
-        {
-            _counted = 0;
-            return float.NaN;
-        }
-        _counted = 0;
-        foreach (var target in _targets.AsSpan(0, n)) if (target >= 0) _counted++;
-        if (_counted == 0) return float.NaN;
+        _headGradientDone = headGradient;
+        if (!_haveTargets || _counted == 0) return float.NaN;
         var losses = _acts.LossesHost(n);
         backend.Download(_acts.Losses(n), losses);
         double sum = 0;
@@ -296,7 +318,9 @@ public sealed class Gpt : IDisposable
 
         // Each activation gradient's first writer overwrites it (accumulate: false), so none is zeroed
         // first; only residual, which LayerNormBackward adds into, is.
-        HeadBackward(n, dw?.TokenTable);
+        // The forward pass computed the head's input gradient unless told no backward followed, or
+        // the base was trained (or is now: the token table's gradient still needs the head's backward).
+        if (!_headGradientDone || dw is not null) HeadBackward(n, dw?.TokenTable);
         var residual = g.Residual(n);
         backend.Fill(residual, 0f);
         var lastResidual = _acts.Layer(Config.Layers - 1, n, b, t).Residual3;
@@ -346,6 +370,33 @@ public sealed class Gpt : IDisposable
         var v = Config.VocabSize;
         Backend.CrossEntropyForward(rows, v, _acts.Logits(rows, v), _targets.AsSpan(first, rows), _acts.Probabilities(rows, v),
             _acts.Losses(_batch * _time).Slice(first, rows));
+        (_probabilitiesFirst, _probabilitiesRows) = (first, rows);
+    }
+
+    /// <summary>
+    /// d(loss)/d(logits) of the chunk of rows whose probabilities are held, into the logits slot (its
+    /// logits are no longer needed, and no longer held).
+    /// </summary>
+    private BufferView HeadLogitsGradient(int first, int rows)
+    {
+        var v = Config.VocabSize;
+        var logitsGrad = _acts.Logits(rows, v);
+        Backend.CrossEntropyBackward(rows, v, _acts.Probabilities(rows, v), _targets.AsSpan(first, rows), 1f / _counted, logitsGrad, accumulate: false);
+        _logitsRows = 0;
+        return logitsGrad;
+    }
+
+    /// <summary>
+    /// d(loss)/d(lnf) of the chunk of rows whose probabilities are held, into its rows of the Normed
+    /// scratch: the ops <see cref="HeadBackward"/> runs for that chunk, without a token-table gradient.
+    /// </summary>
+    private void HeadInputGradient(int first, int rows)
+    {
+        var (c, v) = (Config.Channels, Config.VocabSize);
+        var n = _batch * _time;
+        var logitsGrad = HeadLogitsGradient(first, rows);
+        Backend.MatmulBackward(rows, c, v, logitsGrad, _acts.LnF(n).Slice(first * c, rows * c), _weights.TokenTable,
+            _grads.Normed(n).Slice(first * c, rows * c), null, null, accumulate: false);
     }
 
     /// <summary>
@@ -363,15 +414,12 @@ public sealed class Gpt : IDisposable
         {
             var first = chunk * LogitRows;
             var rows = Math.Min(LogitRows, n - first);
-            if (!(_heldProbabilities && first == _heldFirstRow && rows == _heldRows))
+            if (_probabilitiesFirst != first || _probabilitiesRows != rows)
             {
                 HeadLogits(first, rows);
                 HeadCrossEntropy(first, rows);
-                (_heldFirstRow, _heldRows) = (first, rows);
-                _heldProbabilities = true;
             }
-            var logitsGrad = _grads.Logits(rows, v);
-            Backend.CrossEntropyBackward(rows, v, _acts.Probabilities(rows, v), _targets.AsSpan(first, rows), 1f / _counted, logitsGrad, accumulate: false);
+            var logitsGrad = HeadLogitsGradient(first, rows);
             Backend.MatmulBackward(rows, c, v, logitsGrad, lnF.Slice(first * c, rows * c), _weights.TokenTable, normed.Slice(first * c, rows * c),
                 tokenTableGrad, null, accumulate: false);
         }
@@ -579,9 +627,9 @@ public sealed class Gpt : IDisposable
     /// <summary>Gradient buffers of the backward pass: the residual stream's and one block's scratch, reused by every block.</summary>
     private sealed class GradientScratch
     {
-        private readonly int _c, _residual, _normed, _attentionOutput, _qkv, _mlpHidden, _mlpGelu, _logits;
+        private readonly int _c, _residual, _normed, _attentionOutput, _qkv, _mlpHidden, _mlpGelu;
 
-        public GradientScratch(Backend backend, GptConfig config, int rows, int logitRows)
+        public GradientScratch(Backend backend, GptConfig config, int rows)
         {
             _c = config.Channels;
             var offset = 0;
@@ -597,7 +645,6 @@ public sealed class Gpt : IDisposable
             _qkv = Take(rows * 3 * _c);
             _mlpHidden = Take(rows * 4 * _c);
             _mlpGelu = Take(rows * 4 * _c);
-            _logits = Take(checked(logitRows * config.VocabSize));
             Buffer = backend.Allocate(offset);
         }
 
@@ -609,6 +656,5 @@ public sealed class Gpt : IDisposable
         public BufferView Qkv(int n) => Buffer.View(_qkv, n * 3 * _c);
         public BufferView MlpHidden(int n) => Buffer.View(_mlpHidden, n * 4 * _c);
         public BufferView MlpGelu(int n) => Buffer.View(_mlpGelu, n * 4 * _c);
-        public BufferView Logits(int n, int v) => Buffer.View(_logits, n * v);
     }
 }

@@ -71,7 +71,7 @@ public static class LocalTrainer
         {
             source.NextBatch(batch);
             model.ZeroGradients();
-            var loss = model.Forward(batch.BatchSize, batch.Context, batch.Tokens, batch.Targets);
+            var loss = model.Forward(batch.BatchSize, batch.Context, batch.Tokens, batch.Targets, training: true);
             var tokens = batch.CountTargets();
             if (tokens == 0) continue;
             model.Backward();

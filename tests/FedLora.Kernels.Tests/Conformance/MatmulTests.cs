@@ -20,6 +20,9 @@ public class MatmulTests
         (300, 17, 2049),
         // dy rows 4 KB apart, and x wide enough that the Cpu dW packs dy^T rather than read it in place.
         (33, 300, 1024),
+        // K so long (9000) that the Cpu GEMM's packed b would hold under 8 micro-panels, with more columns
+        // (300) than that: K runs in slices, each adding onto the output (the LM head's dx at V = 50,257).
+        (9, 300, 9000), (9, 9000, 300),
     ];
 
     public static TheoryData<string, int, int, int, bool> ForwardCases()

@@ -76,7 +76,8 @@ public sealed class HuggingFaceGpt2Tests(ITestOutputHelper output)
         for (var step = 0; step < losses.Length; step++)
         {
             model.ZeroGradients();
-            losses[step] = model.Forward(b, t, tokens, targets);
+            // The steps take the head's gradient from the forward pass (the first Backward above recomputed it).
+            losses[step] = model.Forward(b, t, tokens, targets, training: true);
             model.Backward();
             optimizer.Step(adapters.Parameters, adapters.Gradients, settings.LearningRate);
         }
@@ -114,6 +115,49 @@ public sealed class HuggingFaceGpt2Tests(ITestOutputHelper output)
         foreach (var model in new[] { whole, chunked }) losses.Add([model.Forward(b, t, HfFixture.Tokens, HfFixture.Targets)]);
         HfFixture.AssertClose(output, "loss", losses[0], losses[1], 0f, 1e-6f);
         HfFixture.AssertClose(output, "base gradients", gradients[0], gradients[1], 1e-7f, 1e-5f);
+    }
+
+    [Theory]
+    [InlineData(3)]
+    [InlineData(32)]
+    public void HeadGradientInForward_GivesTheBackwardsGradientsBitForBit(int logitRows)
+    {
+        using var backend = HfFixture.Create("cpu");
+        var (b, t) = HfFixture.Shape;
+        var results = new List<(float Loss, float[] Lora, float[] Base, float[] Logits)>();
+        foreach (var training in new[] { false, true })
+        {
+            using var model = HuggingFaceGpt2.Load(HfFixture.Folder, backend, b, t, logitRows).Model;
+            using var adapters = new AdapterSet(backend, model.Layout.LoraModules(LoraTargets.All), (int)HfFixture.Meta("lora_rank"), HfFixture.Meta("lora_alpha"), LoraScaling.Standard);
+            for (var m = 0; m < adapters.Modules.Count; m++)
+            {
+                var name = adapters.Modules[m].Name;
+                backend.Upload(HfFixture.Truth.ReadFloats($"lora.{name}.lora_A"), adapters.Adapters[m].A);
+                backend.Upload(HfFixture.Truth.ReadFloats($"lora.{name}.lora_B"), adapters.Adapters[m].B);
+            }
+            model.Attach(adapters);
+            model.ZeroGradients();
+            var loss = model.Forward(b, t, HfFixture.Tokens, HfFixture.Targets, training);
+            model.Backward();
+            var lora = backend.ToArray(adapters.Gradients);
+            // The logits gradient overwrote the held logits: they are computed again when asked for.
+            var logits = logitRows >= b * t ? backend.ToArray(model.Logits) : HfFixture.AllLogits(model, b * t);
+            model.Forward(b, t, HfFixture.Tokens);
+            Assert.Equal(HfFixture.AllLogits(model, b * t), logits);
+            // Base training switched on after a training pass: the head's backward must still run for the tied embedding.
+            model.ZeroGradients();
+            model.Forward(b, t, HfFixture.Tokens, HfFixture.Targets, training);
+            model.TrainBase = true;
+            model.ZeroGradients();
+            model.Backward();
+            results.Add((loss, lora, backend.ToArray(model.ParameterGradients), logits));
+        }
+        Assert.Equal(results[0].Loss, results[1].Loss);
+        Assert.Equal(results[0].Lora, results[1].Lora);
+        Assert.Equal(results[0].Base, results[1].Base);
+        Assert.Equal(results[0].Logits, results[1].Logits);
+        Assert.Contains(results[1].Lora, g => g != 0f);
+        Assert.Contains(results[1].Base, g => g != 0f);
     }
 
     [Fact]
