@@ -99,6 +99,17 @@ public sealed class PrivateSimulationTests : IDisposable
     }
 
     [Fact]
+    public void Create_DpAccountedForPoissonSampling_Refused()
+    {
+        // The round loop samples M of N without replacement, where neighbours replace one client (sensitivity 2S):
+        // a mechanism accounted for Poisson sampling composes z where only z / 2 holds, and understates epsilon.
+        var poisson = new DpSettings { Clip = 0.05, NoiseMultiplier = 1, Delta = 1e-3, Sampling = ClientSampling.Poisson }.Resolve(Clients, PerRound, 3);
+
+        var error = Assert.Throws<ArgumentException>(() => Build("fedit", poisson));
+        Assert.Contains("without replacement", error.Message);
+    }
+
+    [Fact]
     public void Create_DpFlora_RefusedBeforeAnyRound()
     {
         var error = Assert.Throws<NotSupportedException>(() => Build("flora", Mechanism(z: 1)));

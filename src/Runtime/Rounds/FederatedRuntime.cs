@@ -87,6 +87,7 @@ public sealed class FederatedRuntime
 
     /// <summary>A job of <paramref name="strategy"/> on <paramref name="model"/> (whose base weights FLoRA's merges change), from the strategy's initial state.</summary>
     /// <exception cref="NotSupportedException">DP is asked of a strategy that cannot aggregate privately (FLoRA).</exception>
+    /// <exception cref="ArgumentException">The DP mechanism was resolved for another sampling scheme or another M, or is combined with a robust aggregation.</exception>
     public FederatedRuntime(IFederatedStrategy strategy, Gpt model, RuntimeOptions options)
     {
         ArgumentNullException.ThrowIfNull(strategy);
@@ -97,6 +98,11 @@ public sealed class FederatedRuntime
         if (options.Privacy is { } privacy)
         {
             PrivateAggregation.RequireSupport(strategy);
+            if (privacy.Settings.Sampling != ClientSampling.WithoutReplacement)
+            {
+                throw new ArgumentException($"the DP mechanism is accounted for {privacy.Settings.Sampling} sampling, but the round loop draws {options.ClientsPerRound} clients "
+                    + "without replacement: its epsilon would not hold. Resolve the mechanism with Sampling = ClientSampling.WithoutReplacement");
+            }
             if (options.Aggregate is not null) throw new ArgumentException("differential privacy noises the strategy's sum; a robust aggregation (median, trimmed mean) is not a sum: use one or the other");
             if (privacy.ClientsPerRound != options.ClientsPerRound)
             {
