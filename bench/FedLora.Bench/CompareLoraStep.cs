@@ -18,7 +18,8 @@ namespace FedLora.Bench;
 /// = B*T / median step time, each side's best of a few rounds that alternate the sides
 /// (`--rounds N`, 6 by default: with 3, a fast spell of the machine that fell on one side only moved
 /// the L6-C256 ratio between 2.86x and 3.55x in five runs; with 6, two runs gave 3.16x and 3.24x),
-/// and their ratio. Also the bytes each run holds on the backend for LoRA fine-tuning against full
+/// and their ratio; then the ceiling the machine puts on any implementation (see
+/// <see cref="MinimumFlopsPerToken"/>) at the peer's best matmul rate. Also the bytes each run holds on the backend for LoRA fine-tuning against full
 /// fine-tuning of the same model.
 /// </summary>
 internal static class CompareLoraStep
@@ -41,13 +42,15 @@ internal static class CompareLoraStep
         // The sides alternate round by round and each keeps its best round: the machine's speed drifts
         // over tens of seconds, and a slow spell then rarely lands on one side only.
         var ours = configs.ToDictionary(name => name, _ => 0.0);
-        var theirs = configs.ToDictionary(name => name, _ => (TokensPerSecond: 0.0, Threads: 0, PeakBytes: 0L));
+        var theirs = configs.ToDictionary(name => name, _ => (TokensPerSecond: 0.0, Threads: 0, PeakBytes: 0L, SgemmGflops: 0.0));
         var loraBytes = new Dictionary<string, long>();
         for (var round = 0; round < rounds; round++)
         {
             foreach (var (name, peer) in RunPeer(python, script, configs))
             {
+                var sgemm = Math.Max(peer.SgemmGflops, theirs[name].SgemmGflops);
                 if (peer.TokensPerSecond > theirs[name].TokensPerSecond) theirs[name] = peer;
+                theirs[name] = theirs[name] with { SgemmGflops = sgemm };
             }
             foreach (var name in configs)
             {
@@ -75,6 +78,16 @@ internal static class CompareLoraStep
         Console.WriteLine();
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"peak resident memory of the LoRA steps: FedLora process {loraPeak / 1e6:0} MB (read before sizing full fine-tuning); PyTorch peer process {theirs.Values.Max(t => t.PeakBytes) / 1e6:0} MB (its largest config)"));
+        foreach (var name in configs)
+        {
+            // What the machine allows: the step's unavoidable arithmetic at the best matmul rate the
+            // peer's BLAS reaches on the step's own shapes bounds the tokens/s of a step built on that BLAS.
+            var flops = MinimumFlopsPerToken(LoraStepBenchmarks.ModelConfig(name), LoraStepBenchmarks.Time);
+            var ceiling = theirs[name].SgemmGflops * 1e9 / flops;
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{name} ceiling: at least {flops / 1e6:0.0} MFLOP a token; at the best matmul rate PyTorch's BLAS reaches on the step's shapes, {theirs[name].SgemmGflops:0.0} GFLOP/s, "
+                + $"the step runs at most {ceiling:0} tok/s = {ceiling / theirs[name].TokensPerSecond:0.00}x PyTorch's step. FedLora sustains {ours[name] * flops / 1e9:0.0} GFLOP/s ({ours[name] / ceiling:P0} of that rate)"));
+        }
         Console.WriteLine($"tok/s: B*T / the median step of a round, best of {rounds} rounds per side");
         Console.WriteLine("MB: bytes FedLora holds on the backend (weights, activations, gradient scratch, trainable gradients and AdamW moments)");
         return 0;
@@ -114,6 +127,21 @@ internal static class CompareLoraStep
         return model.AllocatedBytes + optimizer.AllocatedBytes;
     }
 
+    /// <summary>
+    /// A lower bound on the floating-point operations of one LoRA step per token (T tokens a sequence): the
+    /// dense products forward (per layer C x 3C, C x C, C x 4C, 4C x C; the head C x V), their input
+    /// gradients backward (all but the first layer's QKV, below which nothing trains), and causal attention
+    /// ((T + 1) / 2 keys a query on average; two products forward, four backward). LoRA's low-rank products,
+    /// the elementwise ops and the optimizer are left out, so the bound errs low.
+    /// </summary>
+    internal static double MinimumFlopsPerToken(GptConfig config, int time)
+    {
+        double c = config.Channels, layers = config.Layers;
+        var dense = layers * 12 * c * c + c * config.VocabSize;
+        var attention = layers * 6 * (time + 1.0) * c;
+        return 2 * dense + 2 * (dense - 3 * c * c) + attention;
+    }
+
     /// <summary>VmHWM of this process: the most resident memory it has held.</summary>
     private static long PeakResidentBytes()
     {
@@ -121,20 +149,20 @@ internal static class CompareLoraStep
         return line is null ? 0 : 1024L * long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
     }
 
-    private static Dictionary<string, (double TokensPerSecond, int Threads, long PeakBytes)> RunPeer(string python, string script, string[] configs)
+    private static Dictionary<string, (double TokensPerSecond, int Threads, long PeakBytes, double SgemmGflops)> RunPeer(string python, string script, string[] configs)
     {
         var start = new ProcessStartInfo(python, [script, "--configs", string.Join(',', configs)]) { RedirectStandardOutput = true, UseShellExecute = false };
         start.Environment.Remove("OPENBLAS_CORETYPE");
         start.Environment.Remove("OPENBLAS_L2_SIZE");
         using var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {python}");
-        var best = new Dictionary<string, (double, int, long)>();
+        var best = new Dictionary<string, (double, int, long, double)>();
         while (process.StandardOutput.ReadLine() is { } line)
         {
             using var json = JsonDocument.Parse(line);
             var root = json.RootElement;
             if (!root.TryGetProperty("best", out _)) continue;
             best[root.GetProperty("config").GetString()!] = (root.GetProperty("tokens_per_s").GetDouble(), root.GetProperty("threads").GetInt32(),
-                root.GetProperty("peak_rss_bytes").GetInt64());
+                root.GetProperty("peak_rss_bytes").GetInt64(), root.GetProperty("sgemm_gflops").GetDouble());
         }
         process.WaitForExit();
         if (process.ExitCode != 0 || best.Count == 0) throw new InvalidOperationException($"the PyTorch peer failed (exit {process.ExitCode})");
