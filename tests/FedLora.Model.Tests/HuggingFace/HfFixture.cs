@@ -2,6 +2,7 @@ using System.Globalization;
 using FedLora.Kernels;
 using FedLora.Kernels.Cpu;
 using FedLora.Kernels.Reference;
+using FedLora.Lora;
 using FedLora.Lora.Safetensors;
 using Xunit.Abstractions;
 
@@ -27,6 +28,19 @@ internal static class HfFixture
     public static float Meta(string key) => float.Parse(Truth.Metadata[key], CultureInfo.InvariantCulture);
 
     public static Backend Create(string name) => name == "cpu" ? new CpuBackend() : new ReferenceBackend();
+
+    /// <summary>LoRA on every linear of <paramref name="model"/>, holding the fixture's factors (lora.NAME.lora_A and lora_B).</summary>
+    public static AdapterSet TruthAdapters(Backend backend, Gpt model)
+    {
+        var adapters = new AdapterSet(backend, model.Layout.LoraModules(LoraTargets.All), (int)Meta("lora_rank"), Meta("lora_alpha"), LoraScaling.Standard);
+        for (var m = 0; m < adapters.Modules.Count; m++)
+        {
+            var name = adapters.Modules[m].Name;
+            backend.Upload(Truth.ReadFloats($"lora.{name}.lora_A"), adapters.Adapters[m].A);
+            backend.Upload(Truth.ReadFloats($"lora.{name}.lora_B"), adapters.Adapters[m].B);
+        }
+        return adapters;
+    }
 
     /// <summary>Every row's logits of the last forward pass, whether or not the head held them whole.</summary>
     public static float[] AllLogits(Gpt model, int rows)

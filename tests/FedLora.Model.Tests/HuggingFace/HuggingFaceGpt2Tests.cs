@@ -1,5 +1,4 @@
 using FedLora.Kernels;
-using FedLora.Lora;
 using FedLora.Model.HuggingFace;
 using FedLora.Model.Training;
 using Xunit.Abstractions;
@@ -48,13 +47,7 @@ public sealed class HuggingFaceGpt2Tests(ITestOutputHelper output)
         var (tokens, targets) = (HfFixture.Tokens, HfFixture.Targets);
         using var model = HuggingFaceGpt2.Load(HfFixture.Folder, backend, b, t, logitRows).Model;
         Assert.Equal(logitRows ?? b * t, model.LogitRows);
-        using var adapters = new AdapterSet(backend, model.Layout.LoraModules(LoraTargets.All), (int)HfFixture.Meta("lora_rank"), HfFixture.Meta("lora_alpha"), LoraScaling.Standard);
-        for (var m = 0; m < adapters.Modules.Count; m++)
-        {
-            var name = adapters.Modules[m].Name;
-            backend.Upload(HfFixture.Truth.ReadFloats($"lora.{name}.lora_A"), adapters.Adapters[m].A);
-            backend.Upload(HfFixture.Truth.ReadFloats($"lora.{name}.lora_B"), adapters.Adapters[m].B);
-        }
+        using var adapters = HfFixture.TruthAdapters(backend, model);
         model.Attach(adapters);
 
         model.ZeroGradients();
@@ -128,13 +121,7 @@ public sealed class HuggingFaceGpt2Tests(ITestOutputHelper output)
         foreach (var training in new[] { false, true })
         {
             using var model = HuggingFaceGpt2.Load(HfFixture.Folder, backend, b, t, logitRows).Model;
-            using var adapters = new AdapterSet(backend, model.Layout.LoraModules(LoraTargets.All), (int)HfFixture.Meta("lora_rank"), HfFixture.Meta("lora_alpha"), LoraScaling.Standard);
-            for (var m = 0; m < adapters.Modules.Count; m++)
-            {
-                var name = adapters.Modules[m].Name;
-                backend.Upload(HfFixture.Truth.ReadFloats($"lora.{name}.lora_A"), adapters.Adapters[m].A);
-                backend.Upload(HfFixture.Truth.ReadFloats($"lora.{name}.lora_B"), adapters.Adapters[m].B);
-            }
+            using var adapters = HfFixture.TruthAdapters(backend, model);
             model.Attach(adapters);
             model.ZeroGradients();
             var loss = model.Forward(b, t, HfFixture.Tokens, HfFixture.Targets, training);
