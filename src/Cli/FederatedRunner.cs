@@ -52,7 +52,8 @@ internal static class FederatedRunner
             var options = new SimulationOptions(job.Rounds, job.ClientsPerRound, job.Local, job.Seed) { Privacy = privacy };
             var simulation = new FederatedSimulation(strategy, model, clients, data.EvaluationSets(job.Batch, job.Context), options);
             var described = privacy is null ? "" : string.Create(CultureInfo.InvariantCulture,
-                $"; DP: clip {privacy.Settings.Clip:G4}{(privacy.Settings.Adaptive is null ? "" : " (adaptive)")}, noise z {privacy.NoiseMultiplier:G4}, delta {privacy.Delta:G3}, q {privacy.SamplingRate:G3}");
+                $"; DP: clip {privacy.Settings.Clip:G4}{(privacy.Settings.Adaptive is null ? "" : " (adaptive)")}, noise z {privacy.NoiseMultiplier:G4} "
+                + $"(std {privacy.UpdateNoiseMultiplier * privacy.Settings.Clip / privacy.ClientsPerRound:G3} on each value of the round's average), delta {privacy.Delta:G3}, q {privacy.SamplingRate:G3}");
             return (simulation, model, $"global rank {settings.Rank}, clients {string.Join(",", budgets)}{described}");
         }
         catch (Exception e) when (e is ArgumentException or NotSupportedException)
