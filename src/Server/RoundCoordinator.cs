@@ -547,6 +547,12 @@ public sealed class RoundCoordinator
     {
         lock (_gate) _uploading.Remove(clientId);
     }
+
+    /// <summary>Whether client <paramref name="clientId"/> holds its upload slot (<see cref="BeginUpload"/>) now.</summary>
+    internal bool IsUploading(int clientId)
+    {
+        lock (_gate) return _uploading.Contains(clientId);
+    }
 }
 
 /// <summary>A client's one upload in flight (see <see cref="RoundCoordinator.BeginUpload"/>); dispose it when the upload is over.</summary>

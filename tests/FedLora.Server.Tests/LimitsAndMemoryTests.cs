@@ -93,18 +93,21 @@ public sealed class LimitsAndMemoryTests : IDisposable
         await stream.WriteAsync(Encoding.ASCII.GetBytes($"POST /v1/clients/0/rounds/0/update HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {harness.Tokens[0]}\r\nContent-Length: {payload.Length}\r\n\r\n"));
         await stream.WriteAsync(payload.AsMemory(0, payload.Length / 2));
         await stream.FlushAsync();
+        // The second upload must find the first one's slot taken: wait until the server has read the first
+        // one's headers and reserved it (a second sent earlier would be the first to arrive, and succeed).
         var started = DateTime.UtcNow;
-        HttpStatusCode second;
-        do
+        while (!server.Coordinator.IsUploading(0))
         {
-            using var request = new HttpRequestMessage(HttpMethod.Post, "v1/clients/0/rounds/0/update") { Content = new ByteArrayContent(payload) };
+            Assert.True(DateTime.UtcNow - started < TimeSpan.FromSeconds(20), "the server never began the first upload");
+            await Task.Delay(10);
+        }
+        using (var request = new HttpRequestMessage(HttpMethod.Post, "v1/clients/0/rounds/0/update") { Content = new ByteArrayContent(payload) })
+        {
             request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", harness.Tokens[0]);
             using var response = await http.SendAsync(request).WaitAsync(TimeSpan.FromSeconds(30));
-            second = response.StatusCode;
-            if (second == HttpStatusCode.Conflict) Assert.Contains("already uploading", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+            Assert.Equal(HttpStatusCode.Conflict, response.StatusCode);
+            Assert.Contains("already uploading", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
         }
-        while (second != HttpStatusCode.Conflict && DateTime.UtcNow - started < TimeSpan.FromSeconds(10));
-        Assert.Equal(HttpStatusCode.Conflict, second);
         await stream.WriteAsync(payload.AsMemory(payload.Length / 2));
         var reply = new byte[256];
         var read = await stream.ReadAsync(reply).AsTask().WaitAsync(TimeSpan.FromSeconds(20));
