@@ -18,9 +18,9 @@ namespace FedLora.Bench;
 /// = B*T / median step time, each side's best of a few rounds that alternate the sides
 /// (`--rounds N`, 6 by default: with 3, a fast spell of the machine that fell on one side only moved
 /// the L6-C256 ratio between 2.86x and 3.55x in five runs; with 6, two runs gave 3.16x and 3.24x),
-/// and their ratio; then the ceiling the machine puts on any implementation (see
-/// <see cref="MinimumFlopsPerToken"/>) at the peer's best matmul rate. Also the bytes each run holds on the backend for LoRA fine-tuning against full
-/// fine-tuning of the same model.
+/// and their ratio; then the ceiling on the tokens/s of a step built on the peer's BLAS: its best matmul
+/// rate over <see cref="MinimumFlopsPerToken"/>. Also the bytes each run holds on the backend for LoRA
+/// fine-tuning against full fine-tuning of the same model.
 /// </summary>
 internal static class CompareLoraStep
 {

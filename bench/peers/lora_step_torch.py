@@ -6,7 +6,7 @@
 # and one "best" line per config: tokens/s = B*T / median step time. loadavg_1m is the machine's
 # load when the measurement ended: on a shared machine, 2 threads lose badly when it is above 1.
 # The "best" line also gives sgemm_gflops: torch's best matmul rate (1 or 2 threads) on the step's dense
-# shapes, from which the C# side derives the most tokens/s the machine allows any implementation.
+# shapes, from which the C# side derives the most tokens/s a step built on that BLAS can reach.
 """The model is tests/pytorch/fedlora_gpt.py's GPT (the one the C# GPT is tested against): pre-LN
 GPT-2 blocks, tanh GELU, tied head, LoRA r=16 alpha=32 on c_attn, attn.c_proj, c_fc, mlp.c_proj;
 GPT-2 initialisation; random tokens; the loss counts every target. Vocabulary 257 for the byte-level
