@@ -42,15 +42,15 @@ internal static class CompareLoraStep
         // The sides alternate round by round and each keeps its best round: the machine's speed drifts
         // over tens of seconds, and a slow spell then rarely lands on one side only.
         var ours = configs.ToDictionary(name => name, _ => 0.0);
-        var theirs = configs.ToDictionary(name => name, _ => (TokensPerSecond: 0.0, Threads: 0, PeakBytes: 0L, SgemmGflops: 0.0));
+        var theirs = configs.ToDictionary(name => name, _ => (TokensPerSecond: 0.0, Threads: 0, PeakBytes: 0L));
+        var sgemm = configs.ToDictionary(name => name, _ => 0.0);
         var loraBytes = new Dictionary<string, long>();
         for (var round = 0; round < rounds; round++)
         {
-            foreach (var (name, peer) in RunPeer(python, script, configs))
+            foreach (var (name, (peer, gflops)) in RunPeer(python, script, configs))
             {
-                var sgemm = Math.Max(peer.SgemmGflops, theirs[name].SgemmGflops);
                 if (peer.TokensPerSecond > theirs[name].TokensPerSecond) theirs[name] = peer;
-                theirs[name] = theirs[name] with { SgemmGflops = sgemm };
+                sgemm[name] = Math.Max(sgemm[name], gflops);
             }
             foreach (var name in configs)
             {
@@ -83,9 +83,9 @@ internal static class CompareLoraStep
             // What the machine allows: the step's unavoidable arithmetic at the best matmul rate the
             // peer's BLAS reaches on the step's own shapes bounds the tokens/s of a step built on that BLAS.
             var flops = MinimumFlopsPerToken(LoraStepBenchmarks.ModelConfig(name), LoraStepBenchmarks.Time);
-            var ceiling = theirs[name].SgemmGflops * 1e9 / flops;
+            var ceiling = sgemm[name] * 1e9 / flops;
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{name} ceiling: at least {flops / 1e6:0.0} MFLOP a token; at the best matmul rate PyTorch's BLAS reaches on the step's shapes, {theirs[name].SgemmGflops:0.0} GFLOP/s, "
+                $"{name} ceiling: at least {flops / 1e6:0.0} MFLOP a token; at the best matmul rate PyTorch's BLAS reaches on the step's shapes, {sgemm[name]:0.0} GFLOP/s, "
                 + $"the step runs at most {ceiling:0} tok/s = {ceiling / theirs[name].TokensPerSecond:0.00}x PyTorch's step. FedLora sustains {ours[name] * flops / 1e9:0.0} GFLOP/s ({ours[name] / ceiling:P0} of that rate)"));
         }
         Console.WriteLine($"tok/s: B*T / the median step of a round, best of {rounds} rounds per side");
@@ -149,20 +149,21 @@ internal static class CompareLoraStep
         return line is null ? 0 : 1024L * long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
     }
 
-    private static Dictionary<string, (double TokensPerSecond, int Threads, long PeakBytes, double SgemmGflops)> RunPeer(string python, string script, string[] configs)
+    /// <summary>The peer's best step per config, and its best matmul rate (GFLOP/s) on the step's shapes.</summary>
+    private static Dictionary<string, ((double TokensPerSecond, int Threads, long PeakBytes) Step, double SgemmGflops)> RunPeer(string python, string script, string[] configs)
     {
         var start = new ProcessStartInfo(python, [script, "--configs", string.Join(',', configs)]) { RedirectStandardOutput = true, UseShellExecute = false };
         start.Environment.Remove("OPENBLAS_CORETYPE");
         start.Environment.Remove("OPENBLAS_L2_SIZE");
         using var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {python}");
-        var best = new Dictionary<string, (double, int, long, double)>();
+        var best = new Dictionary<string, ((double, int, long), double)>();
         while (process.StandardOutput.ReadLine() is { } line)
         {
             using var json = JsonDocument.Parse(line);
             var root = json.RootElement;
             if (!root.TryGetProperty("best", out _)) continue;
-            best[root.GetProperty("config").GetString()!] = (root.GetProperty("tokens_per_s").GetDouble(), root.GetProperty("threads").GetInt32(),
-                root.GetProperty("peak_rss_bytes").GetInt64(), root.GetProperty("sgemm_gflops").GetDouble());
+            best[root.GetProperty("config").GetString()!] = ((root.GetProperty("tokens_per_s").GetDouble(), root.GetProperty("threads").GetInt32(),
+                root.GetProperty("peak_rss_bytes").GetInt64()), root.GetProperty("sgemm_gflops").GetDouble());
         }
         process.WaitForExit();
         if (process.ExitCode != 0 || best.Count == 0) throw new InvalidOperationException($"the PyTorch peer failed (exit {process.ExitCode})");

@@ -53,7 +53,7 @@ internal static class FederatedRunner
             var simulation = new FederatedSimulation(strategy, model, clients, data.EvaluationSets(job.Batch, job.Context), options);
             var described = privacy is null ? "" : string.Create(CultureInfo.InvariantCulture,
                 $"; DP: clip {privacy.Settings.Clip:G4}{(privacy.Settings.Adaptive is null ? "" : " (adaptive)")}, noise z {privacy.NoiseMultiplier:G4} "
-                + $"(std {privacy.UpdateNoiseMultiplier * privacy.Settings.Clip / privacy.ClientsPerRound:G3} on each value of the round's average), delta {privacy.Delta:G3}, q {privacy.SamplingRate:G3}");
+                + $"(std {privacy.MeanNoiseStandardDeviation(privacy.Settings.Clip):G3} on each value of the round's average), delta {privacy.Delta:G3}, q {privacy.SamplingRate:G3}");
             return (simulation, model, $"global rank {settings.Rank}, clients {string.Join(",", budgets)}{described}");
         }
         catch (Exception e) when (e is ArgumentException or NotSupportedException)

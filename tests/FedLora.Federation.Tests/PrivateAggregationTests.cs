@@ -237,6 +237,17 @@ public sealed class PrivateAggregationTests
         AssertGaussian([.. parts[0], .. parts[1]], 0.8 * 2.5);
     }
 
+    [Fact]
+    public void Noise_MechanismsMeanNoise_IsWhatItsSumReleases()
+    {
+        // The spread a run prints (DpMechanism.MeanNoiseStandardDeviation) against the spread of what the
+        // mechanism's own sum releases: adaptive clipping's z_delta, over the fixed denominator M = 20.
+        var mechanism = new DpSettings { Clip = 0.3, NoiseMultiplier = 1, Adaptive = new AdaptiveClipping() }.Resolve(100, 20, 10);
+        double[][] parts = [new double[50_000]];
+        mechanism.SumFor(0.3, new Random(23)).Release(parts);
+        AssertGaussian(parts[0], mechanism.MeanNoiseStandardDeviation(0.3));
+    }
+
     /// <summary>
     /// Fails with probability 2e-6 when <paramref name="values"/> are i.i.d. N(0, sd^2): sum x^2 / sd^2 outside
     /// the central 1 - 1e-6 of chi-square(n), or the mean outside +-4.892 sd / sqrt(n) (two-sided 1e-6).

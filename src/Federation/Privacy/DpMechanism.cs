@@ -76,6 +76,12 @@ public sealed class DpMechanism
     /// <summary>The private sum of a round at clip <paramref name="clip"/>: noise z_delta <paramref name="clip"/>, denominator M.</summary>
     public PrivateSum SumFor(double clip, Random random) => new(clip, UpdateNoiseMultiplier, ClientsPerRound, random);
 
+    /// <summary>
+    /// The standard deviation of the noise on each value of a round's released average at clip
+    /// <paramref name="clip"/>: z_delta S / M (<see cref="SumFor"/>'s noise over its denominator).
+    /// </summary>
+    public double MeanNoiseStandardDeviation(double clip) => UpdateNoiseMultiplier * clip / ClientsPerRound;
+
     /// <summary>A fresh adaptive clip at the settings' initial clip; null without adaptive clipping.</summary>
     public AdaptiveClip? NewAdaptiveClip() =>
         Settings.Adaptive is { } adaptive ? new AdaptiveClip(adaptive, CountNoise, ClientsPerRound, Settings.Clip) : null;
